@@ -1,0 +1,105 @@
+"""The extract function: object-change events in, index updates out.
+
+Lambda entry point `app.handler`. It accepts an SQS batch (S3 notifications inside, reported with
+batchItemFailures), a direct S3 notification, an EventBridge event, or a MinIO webhook payload. The work
+itself is the core's `ImageSearch.apply_change`; this module only routes events and reports failures.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from imgsearch.config import Settings
+from imgsearch.errors import PermanentError
+from imgsearch.events import ObjectChange, parse_notification
+from imgsearch.pipeline import ImageSearch
+
+logger = Logger(service="imgsearch-extract")
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+_service: ImageSearch | None = None
+
+
+def service() -> ImageSearch:
+    """Built once per container on first use (model and clients are expensive)."""
+    global _service
+    if _service is None:
+        search = ImageSearch(Settings.from_env())
+        search.index.ensure_index()
+        _service = search
+    return _service
+
+
+def use_service(search: ImageSearch | None) -> None:
+    """Run the handler on a service built elsewhere (the local worker, the webhook receiver, tests)."""
+    global _service
+    _service = search
+
+
+def handler(event: dict, context=None) -> dict:
+    records = event.get("Records") if isinstance(event, dict) else None
+    if records and records[0].get("eventSource") == "aws:sqs":
+        return process_partial_response(event=event, record_handler=_sqs_record, processor=processor, context=context)
+    # S3 -> Lambda, EventBridge and MinIO: transient errors propagate so the caller retries.
+    outcomes, rejected = [], []
+    for change in parse_notification(event):
+        try:
+            outcomes.append(_apply(change).action)
+        except PermanentError as exc:
+            rejected.append({"bucket": change.bucket, "key": change.key, "reason": str(exc)})
+    return {"applied": outcomes, "rejected": rejected}
+
+
+def _sqs_record(record: SQSRecord) -> None:
+    try:
+        changes = parse_notification(record.body)
+    except PermanentError as exc:
+        _reject(record, None, exc)
+        return
+    for change in changes:
+        try:
+            _apply(change)
+        except PermanentError as exc:
+            _reject(record, change, exc)
+
+
+def _apply(change: ObjectChange):
+    outcome = service().apply_change(change)
+    logger.info("object synced", extra={"bucket": change.bucket, "key": change.key, "event": change.event_name,
+                                        "action": outcome.action, "doc_id": outcome.doc_id})
+    return outcome
+
+
+def _reject(record: SQSRecord, change: ObjectChange | None, exc: Exception) -> None:
+    """A permanent failure: log it; with a dead-letter queue configured, park it there with its reason at once
+    (retrying a bad image cannot help); otherwise fail the record so the queue's redrive policy parks it."""
+    where = {"bucket": change.bucket, "key": change.key} if change else {}
+    logger.error("object rejected", extra={**where, "reason": str(exc), "message_id": record.message_id})
+    dlq_url = os.environ.get("IMGSEARCH_DEAD_LETTER_QUEUE_URL")
+    if not dlq_url:
+        raise exc
+    _sqs().send_message(QueueUrl=dlq_url, MessageBody=record.body, MessageAttributes={
+        "reason": {"DataType": "String", "StringValue": str(exc)[:1000] or type(exc).__name__},
+        "error": {"DataType": "String", "StringValue": type(exc).__name__},
+        **{name: {"DataType": "String", "StringValue": value} for name, value in where.items() if value},
+    })
+
+
+@functools.lru_cache(maxsize=1)
+def _sqs():
+    import boto3
+
+    return boto3.client("sqs")
+
+
+if __name__ == "__main__":  # a quick manual run: python app.py < event.json
+    import sys
+
+    print(json.dumps(handler(json.load(sys.stdin)), indent=2))

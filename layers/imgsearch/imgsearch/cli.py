@@ -1,0 +1,228 @@
+"""The `imgsearch` command: index, search, serve the API, and run the local stand-ins for Lambda."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .config import SEARCH_MODES, Settings
+from .errors import ImgSearchError
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.from_env(backend=args.backend, data_dir=args.data_dir, weights=args.weights,
+                                     es_urls=tuple(args.es_url.split(",")) if args.es_url else None,
+                                     es_index=args.es_index)
+        return args.run(args, settings) or 0
+    except ImgSearchError as exc:
+        print(f"imgsearch: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imgsearch", description="Search images by image (VGG19 features).")
+    parser.add_argument("--backend", choices=["embedded", "elasticsearch"], help="index backend [IMGSEARCH_BACKEND]")
+    parser.add_argument("--data-dir", type=Path, help="where the embedded index lives [IMGSEARCH_DATA_DIR]")
+    parser.add_argument("--es-url", help="Elasticsearch URL(s), comma-separated [IMGSEARCH_ES_URL]")
+    parser.add_argument("--es-index", help="Elasticsearch index name [IMGSEARCH_ES_INDEX]")
+    parser.add_argument("--weights", help="VGG19 notop weights file [IMGSEARCH_VGG19_WEIGHTS]")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    p = commands.add_parser("init", help="create the index (idempotent)")
+    p.set_defaults(run=cmd_init)
+
+    for name, prune, text in (("index", False, "index a folder or s3://bucket/prefix"),
+                              ("sync", True, "index, and drop documents whose objects are gone")):
+        p = commands.add_parser(name, help=text)
+        p.add_argument("source", help="a folder, or s3://BUCKET[/PREFIX]")
+        p.add_argument("--batch-size", type=int, help="images per model call [IMGSEARCH_BATCH_SIZE]")
+        p.add_argument("--prune", action="store_true", default=prune, help="delete documents of vanished objects")
+        p.add_argument("--json", action="store_true", help="print the report as JSON")
+        p.set_defaults(run=cmd_index)
+
+    p = commands.add_parser("search", help="search with an image file")
+    p.add_argument("image", type=Path)
+    _search_options(p)
+    p.set_defaults(run=cmd_search)
+
+    p = commands.add_parser("similar", help="images like one already indexed")
+    p.add_argument("key")
+    p.add_argument("--bucket", help="bucket or folder of the key [IMGSEARCH_BUCKET]")
+    _search_options(p)
+    p.set_defaults(run=cmd_similar)
+
+    p = commands.add_parser("stats", help="document count, model and backend")
+    p.set_defaults(run=cmd_stats)
+
+    p = commands.add_parser("serve", help="serve the search API and web page on this machine")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(run=cmd_serve)
+
+    p = commands.add_parser("worker", help="play Lambda's SQS trigger: feed queue messages to the extract handler")
+    p.add_argument("--queue-url", required=True)
+    p.add_argument("--endpoint-url", help="SQS/S3 endpoint (LocalStack, moto) [AWS_ENDPOINT_URL]")
+    p.add_argument("--idle-exit", type=float, help="exit after this many seconds without messages")
+    p.set_defaults(run=cmd_worker)
+
+    p = commands.add_parser("webhook", help="receive MinIO webhook notifications and feed the extract handler")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8900)
+    p.add_argument("--auth-token", help="expected bearer token (MinIO's auth_token)")
+    p.set_defaults(run=cmd_webhook)
+
+    p = commands.add_parser("eval", help="retrieval quality on a dataset with groundtruth.csv")
+    p.add_argument("dataset", type=Path)
+    p.add_argument("--queries", help="only queries whose path starts with this (e.g. E63/)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_eval)
+    return parser
+
+
+def _search_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--top-k", "--page-size", dest="page_size", type=int, default=10, help="hits per page")
+    p.add_argument("--page", type=int, default=1, help="1-based page number")
+    p.add_argument("--min-score", type=float, help="lowest cosine similarity to return (-1..1)")
+    p.add_argument("--mode", choices=SEARCH_MODES, help="exact or knn [IMGSEARCH_SEARCH_MODE]")
+    p.add_argument("--prefix", help="only keys starting with this")
+    p.add_argument("--json", action="store_true", help="print {hits: [...], total, ...} as JSON")
+
+
+def _service(settings: Settings):
+    from .pipeline import ImageSearch
+
+    search = ImageSearch(settings)
+    search.index.ensure_index()
+    return search
+
+
+def cmd_init(args, settings: Settings) -> int:
+    search = _service(settings)
+    print(json.dumps(search.stats()))
+    return 0
+
+
+def cmd_index(args, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from .storage import open_storage
+
+    if args.batch_size:
+        settings = settings.replace(batch_size=args.batch_size)
+    storage, prefix = open_storage(args.source, url_expires=settings.url_expires)
+    search = _service(settings)
+    total = sum(1 for _ in storage.list(prefix))
+    with tqdm(total=total, unit="img", desc="indexing", file=sys.stderr, disable=None) as bar:
+        report = search.index_source(storage, prefix, prune=args.prune, progress=bar.update)
+    if args.json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(f"indexed {report.indexed}, unchanged {report.unchanged}, deleted {report.deleted}, "
+              f"failed {len(report.failed)}; {search.index.count()} documents in the {search.index.name} index")
+        for key, reason in report.failed:
+            print(f"  failed: {key}: {reason}")
+    return 0
+
+
+def cmd_search(args, settings: Settings) -> int:
+    try:
+        data = args.image.read_bytes()
+    except OSError as exc:
+        raise ImgSearchError(f"cannot read {args.image}: {exc.strerror}") from None
+    results = _service(settings).search_image(data, **_options(args))
+    _print_results(results, args.json)
+    return 0
+
+
+def cmd_similar(args, settings: Settings) -> int:
+    bucket = args.bucket or settings.bucket
+    if not bucket:
+        raise ImgSearchError("say which bucket or folder the key is in: --bucket or IMGSEARCH_BUCKET")
+    if not bucket.startswith("s3://") and Path(bucket).is_dir():
+        bucket = str(Path(bucket).resolve())
+    results = _service(settings).similar_to(bucket.removeprefix("s3://"), args.key, **_options(args))
+    _print_results(results, args.json)
+    return 0
+
+
+def _options(args) -> dict:
+    return {"min_score": args.min_score, "page": args.page, "page_size": args.page_size, "mode": args.mode,
+            "key_prefix": args.prefix}
+
+
+def _print_results(results, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(results.to_dict(), ensure_ascii=False, indent=2))
+        return
+    page = results.page
+    first = (page.page - 1) * page.page_size
+    print(f"{page.total} hits (page {page.page}, {results.took_ms:.0f} ms)")
+    for rank, hit in enumerate(results.hits, start=first + 1):
+        print(f"{rank:>4}  {hit['score']:.4f}  {hit['key']}  {hit['url']}")
+
+
+def cmd_stats(args, settings: Settings) -> int:
+    print(json.dumps(_service(settings).stats()))
+    return 0
+
+
+def cmd_serve(args, settings: Settings) -> int:
+    from chalice.config import Config
+    from chalice.local import LocalDevServer
+
+    from .local import load_function
+
+    module = load_function("search")
+    module.use_service(_service(settings))
+    server = LocalDevServer(module.app, Config.create(), args.host, args.port)
+    print(f"serving the search API and page on http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
+    server.server.serve_forever()
+    return 0
+
+
+def cmd_worker(args, settings: Settings) -> int:
+    import boto3
+
+    from .local import load_function, run_worker
+
+    extract = load_function("extract")
+    extract.use_service(_service(settings))  # the handler uses this process's settings and index
+    sqs = boto3.client("sqs", endpoint_url=args.endpoint_url) if args.endpoint_url else boto3.client("sqs")
+    print(f"worker polling {args.queue_url}", file=sys.stderr, flush=True)
+    totals = run_worker(args.queue_url, extract.handler, sqs=sqs, idle_exit=args.idle_exit)
+    print(json.dumps(totals))
+    return 0
+
+
+def cmd_webhook(args, settings: Settings) -> int:
+    from .local import FailureLog, load_function, make_webhook_server
+
+    extract = load_function("extract")
+    extract.use_service(_service(settings))
+    failures = FailureLog(settings.data_dir / "failures.jsonl")
+    server = make_webhook_server(args.host, args.port, extract.handler, failures, args.auth_token)
+    print(f"webhook listening on http://{args.host}:{args.port}/ (failures: GET /failures)", flush=True)
+    server.serve_forever()
+    return 0
+
+
+def cmd_eval(args, settings: Settings) -> int:
+    from .evaluate import evaluate, format_report
+
+    report = evaluate(args.dataset, settings, query_prefix=args.queries)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

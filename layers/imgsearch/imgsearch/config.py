@@ -1,0 +1,133 @@
+"""All settings, read in one place: explicit argument > environment variable > default.
+
+Every variable is documented in the README ("Configuration"). Adapters call `Settings.from_env()` once and
+pass the object down; nothing else in the library reads the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from .errors import ConfigError
+
+BACKENDS = ("embedded", "elasticsearch")
+SEARCH_MODES = ("exact", "knn")
+VECTOR_INDEX_TYPES = ("hnsw", "int8_hnsw", "flat", "int8_flat")
+DEFAULT_INDEX = "search_by_image_index"
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "imgsearch"
+
+
+@dataclass(frozen=True)
+class Settings:
+    weights: str | None = None
+    data_dir: Path = field(default_factory=_default_data_dir)
+    backend: str = "embedded"
+    es_urls: tuple[str, ...] = ("http://127.0.0.1:9200",)
+    es_index: str = DEFAULT_INDEX
+    es_api_key: str | None = None
+    es_username: str | None = None
+    es_password: str | None = None
+    es_ca_file: str | None = None
+    es_verify_certs: bool = True
+    es_timeout: float = 30.0
+    es_retries: int = 3
+    es_vector_index: str = "hnsw"
+    search_mode: str = "knn"
+    knn_candidates: int = 100
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 50_000_000
+    batch_size: int = 8
+    url_expires: int = 3600
+    bucket: str | None = None
+    api_key: str | None = None
+    max_page_size: int = 100
+
+    _ENV = {
+        "weights": "IMGSEARCH_VGG19_WEIGHTS",
+        "data_dir": "IMGSEARCH_DATA_DIR",
+        "backend": "IMGSEARCH_BACKEND",
+        "es_urls": "IMGSEARCH_ES_URL",
+        "es_index": "IMGSEARCH_ES_INDEX",
+        "es_api_key": "IMGSEARCH_ES_API_KEY",
+        "es_username": "IMGSEARCH_ES_USERNAME",
+        "es_password": "IMGSEARCH_ES_PASSWORD",
+        "es_ca_file": "IMGSEARCH_ES_CA_FILE",
+        "es_verify_certs": "IMGSEARCH_ES_VERIFY_CERTS",
+        "es_timeout": "IMGSEARCH_ES_TIMEOUT",
+        "es_retries": "IMGSEARCH_ES_RETRIES",
+        "es_vector_index": "IMGSEARCH_ES_VECTOR_INDEX",
+        "search_mode": "IMGSEARCH_SEARCH_MODE",
+        "knn_candidates": "IMGSEARCH_KNN_CANDIDATES",
+        "max_image_bytes": "IMGSEARCH_MAX_IMAGE_BYTES",
+        "max_pixels": "IMGSEARCH_MAX_PIXELS",
+        "batch_size": "IMGSEARCH_BATCH_SIZE",
+        "url_expires": "IMGSEARCH_URL_EXPIRES",
+        "bucket": "IMGSEARCH_BUCKET",
+        "api_key": "IMGSEARCH_API_KEY",
+        "max_page_size": "IMGSEARCH_MAX_PAGE_SIZE",
+    }
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
+        """Build settings from the environment; keyword arguments that are not None win."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in dataclasses.fields(cls):
+            name = cls._ENV.get(f.name)
+            raw = environ.get(name) if name else None
+            if raw is not None and raw.strip() != "":
+                values[f.name] = _parse(f.name, name, raw.strip())
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def replace(self, **changes) -> "Settings":
+        settings = dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        _choice("IMGSEARCH_BACKEND", self.backend, BACKENDS)
+        _choice("IMGSEARCH_SEARCH_MODE", self.search_mode, SEARCH_MODES)
+        _choice("IMGSEARCH_ES_VECTOR_INDEX", self.es_vector_index, VECTOR_INDEX_TYPES)
+        for name in ("max_image_bytes", "max_pixels", "batch_size", "url_expires", "max_page_size",
+                     "knn_candidates"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{self._ENV[name]} must be a positive number, got {getattr(self, name)}")
+
+
+_INTS = {"es_retries", "knn_candidates", "max_image_bytes", "max_pixels", "batch_size", "url_expires",
+         "max_page_size"}
+
+
+def _parse(field_name: str, env_name: str, raw: str):
+    try:
+        if field_name in _INTS:
+            return int(raw)
+        if field_name == "es_timeout":
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{env_name} must be a number, got {raw!r}") from None
+    if field_name == "es_verify_certs":
+        if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+            raise ConfigError(f"{env_name} must be true or false, got {raw!r}")
+        return raw.lower() in ("1", "true", "yes")
+    if field_name == "es_urls":
+        return tuple(u.strip().rstrip("/") for u in raw.split(",") if u.strip())
+    if field_name == "data_dir":
+        return Path(raw).expanduser()
+    return raw
+
+
+def _choice(env_name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{env_name} must be one of {', '.join(allowed)}; got {value!r}")

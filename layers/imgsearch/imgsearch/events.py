@@ -1,0 +1,112 @@
+"""Every way an object-change event arrives, parsed into one record type.
+
+This is the only place that knows event shapes, and the only place that decodes keys: S3 notifications
+(direct, wrapped in SQS, or in SNS inside SQS), MinIO webhooks, and EventBridge. Events are only hints:
+the pipeline reads the object's current state before acting, so the kind of event never decides the outcome.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote_plus
+
+from .errors import PermanentError
+
+
+class UnrecognisedEventError(PermanentError):
+    """The payload is not an object-change event we know."""
+
+
+@dataclass(frozen=True)
+class ObjectChange:
+    bucket: str
+    key: str  # decoded: what S3's API expects
+    event_name: str  # e.g. "ObjectCreated:Put", "ObjectRemoved:Delete", "Object Created"
+    size: int | None = None
+    etag: str | None = None
+    version_id: str | None = None
+    sequencer: str | None = None
+    event_time: str | None = None
+
+    @property
+    def is_removal(self) -> bool:
+        return "Removed" in self.event_name or "Deleted" in self.event_name
+
+
+def parse_notification(payload: Any) -> list[ObjectChange]:
+    """One notification (a dict or its JSON text) -> the object changes it reports; [] for test events."""
+    if isinstance(payload, (str, bytes)):
+        try:
+            payload = json.loads(payload)
+        except ValueError:
+            raise UnrecognisedEventError("message body is not JSON") from None
+    if not isinstance(payload, dict):
+        raise UnrecognisedEventError(f"expected a JSON object, got {type(payload).__name__}")
+    if payload.get("Event") == "s3:TestEvent":  # sent once when a notification is configured
+        return []
+    if payload.get("Type") == "Notification" and "Message" in payload:  # S3 -> SNS -> SQS
+        return parse_notification(payload["Message"])
+    if payload.get("source") == "aws.s3" and "detail" in payload:
+        return [_from_eventbridge(payload)]
+    records = payload.get("Records")
+    if isinstance(records, list):
+        changes = []
+        for record in records:
+            source = record.get("eventSource") or record.get("EventSource")
+            if source in ("aws:s3", "minio:s3"):
+                changes.append(_from_s3_record(record))
+            elif source == "aws:sqs":
+                changes.extend(parse_notification(record.get("body")))
+            elif source == "aws:sns":
+                changes.extend(parse_notification(record["Sns"]["Message"]))
+            else:
+                raise UnrecognisedEventError(f"record from unknown source {source!r}")
+        return changes
+    raise UnrecognisedEventError(f"not an object-change event (keys: {', '.join(sorted(payload)[:8])})")
+
+
+def _from_s3_record(record: dict) -> ObjectChange:
+    try:
+        s3 = record["s3"]
+        bucket = s3["bucket"]["name"]
+        obj = s3["object"]
+        raw_key = obj["key"]
+    except (KeyError, TypeError):
+        raise UnrecognisedEventError("S3 record without s3.bucket.name / s3.object.key") from None
+    return ObjectChange(
+        bucket=bucket,
+        # S3, MinIO, LocalStack and moto all encode keys form-style ("a b" -> "a+b", "é" -> "%C3%A9").
+        key=unquote_plus(raw_key),
+        event_name=_strip_prefix(record.get("eventName", "")),
+        size=obj.get("size"),
+        etag=(obj.get("eTag") or obj.get("etag") or None),
+        version_id=obj.get("versionId"),
+        sequencer=obj.get("sequencer"),
+        event_time=record.get("eventTime"),
+    )
+
+
+def _from_eventbridge(event: dict) -> ObjectChange:
+    detail = event["detail"]
+    try:
+        bucket = detail["bucket"]["name"]
+        obj = detail["object"]
+        key = obj["key"]
+    except (KeyError, TypeError):
+        raise UnrecognisedEventError("EventBridge S3 event without detail.bucket.name / detail.object.key") from None
+    return ObjectChange(
+        bucket=bucket,
+        key=key,  # EventBridge carries keys as they are, not form-encoded
+        event_name=event.get("detail-type", ""),
+        size=obj.get("size"),
+        etag=obj.get("etag"),
+        version_id=obj.get("version-id"),
+        sequencer=obj.get("sequencer"),
+        event_time=event.get("time"),
+    )
+
+
+def _strip_prefix(name: str) -> str:
+    return name[3:] if name.startswith("s3:") else name  # MinIO writes "s3:ObjectCreated:Put"

@@ -1,0 +1,105 @@
+"""Decoding untrusted image bytes into RGB pixels, with limits.
+
+Every failure is one typed error with a message a user can act on; nothing here returns a blank image.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import BadImageError, ImageTooLargeError
+
+# Formats we accept; MPO is what many phones write for JPEG.
+SUPPORTED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF"}
+CONTENT_TYPES = {
+    "JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp",
+    "GIF": "image/gif", "BMP": "image/bmp", "TIFF": "image/tiff",
+}
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    image: Image.Image  # mode "RGB", EXIF orientation applied
+    format: str
+    content_type: str
+
+    @property
+    def width(self) -> int:
+        return self.image.width
+
+    @property
+    def height(self) -> int:
+        return self.image.height
+
+
+def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, draft_size: int | None = None) -> DecodedImage:
+    """Decode bytes to an upright RGB image, or raise BadImageError / ImageTooLargeError.
+
+    draft_size lets JPEG decoding skip resolution that is never used: the decoder may shrink by a power of
+    two while both sides stay at least twice draft_size, so later resizing still sees every detail it needs.
+    """
+    if not data:
+        raise BadImageError("empty file: 0 bytes")
+    if len(data) > max_bytes:
+        raise ImageTooLargeError(f"file is {len(data)} bytes; the limit is {max_bytes} bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            if image.format not in SUPPORTED_FORMATS:
+                raise BadImageError(
+                    f"unsupported image format {image.format}; use one of {', '.join(sorted(SUPPORTED_FORMATS))}")
+            width, height = image.size
+            if width <= 0 or height <= 0:
+                raise BadImageError(f"image has no pixels ({width}x{height})")
+            if width * height > max_pixels:
+                raise ImageTooLargeError(
+                    f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
+            fmt = image.format
+            if draft_size and fmt in ("JPEG", "MPO"):
+                image.draft("RGB", (2 * draft_size, 2 * draft_size))
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            rgb = to_rgb(image)
+    except (ImageTooLargeError, BadImageError):
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLargeError(f"image is too large to decode safely: {exc}") from None
+    except UnidentifiedImageError:
+        raise BadImageError("not an image: the bytes match no supported image format") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # Pillow reports truncated and corrupt data as OSError/SyntaxError with its own wording.
+        raise BadImageError(f"corrupt or truncated image: {exc}") from None
+    return DecodedImage(image=rgb, format=fmt, content_type=CONTENT_TYPES[fmt])
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB: transparency onto white, 16/32-bit scaled, CMYK/P/L converted."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return _high_depth_to_rgb(image)
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode == "P" and "transparency" in image.info)
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
+    # Pillow's own I;16 -> RGB conversion clips at 255 instead of scaling, which turns most photos white.
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode == "F":
+        low, high = float(np.nanmin(values)), float(np.nanmax(values))
+        scaled = (values - low) / (high - low or 1.0) * 255.0
+    else:
+        scaled = values / 257.0 if values.max(initial=0) > 255 else values
+    gray = np.clip(np.nan_to_num(scaled), 0, 255).astype(np.uint8)
+    return Image.fromarray(gray).convert("RGB")  # 2-D uint8 is mode "L"

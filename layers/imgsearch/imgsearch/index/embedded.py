@@ -1,0 +1,190 @@
+"""The embedded index: one SQLite file on disk plus an in-memory matrix for exact cosine search.
+
+No server: the default for one machine. SQLite gives atomic upserts and lets the CLI, the worker and the
+API server share one data directory; search keeps a (n, 512) float32 copy of the vectors and reloads it
+only when some connection has committed a change.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from ..errors import BackendUnavailableError, IncompatibleIndexError
+from .base import Hit, ImageDocument, IndexBackend, IndexEntry, SearchPage, SearchRequest
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+    doc_id TEXT PRIMARY KEY,
+    bucket TEXT NOT NULL,
+    key TEXT NOT NULL,
+    etag TEXT,
+    size INTEGER,
+    width INTEGER,
+    height INTEGER,
+    content_type TEXT,
+    model_id TEXT NOT NULL,
+    indexed_at TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    local_features BLOB
+);
+"""
+_META_COLUMNS = "doc_id, bucket, key, etag, size, width, height, content_type, model_id, indexed_at"
+
+
+class EmbeddedIndex(IndexBackend):
+    name = "embedded"
+
+    def __init__(self, data_dir: str | Path, *, dim: int = 512, model_id: str):
+        self.path = Path(data_dir) / "index.sqlite3"
+        self.dim = dim
+        self.model_id = model_id
+        self._lock = threading.RLock()
+        self._db: sqlite3.Connection | None = None
+        self._writes = 0  # our own commits; PRAGMA data_version only counts other connections'
+        self._snapshot_version = None
+        self._snapshot = None
+
+    # -- connection -------------------------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+                db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer (API + worker)
+            except (OSError, sqlite3.Error) as exc:
+                raise BackendUnavailableError(f"cannot open the embedded index at {self.path}: {exc}") from exc
+            self._db = db
+        return self._db
+
+    def ensure_index(self) -> None:
+        with self._lock:
+            db = self._conn()
+            db.executescript(_SCHEMA)
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                stored = dict(db.execute("SELECT name, value FROM meta").fetchall())
+                if not stored:
+                    db.executemany("INSERT INTO meta VALUES (?, ?)",
+                                   [("dim", str(self.dim)), ("model_id", self.model_id)])
+                    return
+            if stored.get("dim") != str(self.dim) or stored.get("model_id") != self.model_id:
+                raise IncompatibleIndexError(
+                    f"the index at {self.path} holds {stored.get('dim')}-d vectors of model "
+                    f"{stored.get('model_id')!r}, but this process makes {self.dim}-d vectors of model "
+                    f"{self.model_id!r}; use another IMGSEARCH_DATA_DIR or delete the old index")
+
+    # -- writes -------------------------------------------------------------------------------------------
+    def upsert(self, documents: Sequence[ImageDocument]) -> None:
+        rows = []
+        for doc in documents:
+            vector = np.asarray(doc.vector, dtype=np.float32)
+            if vector.shape != (self.dim,):
+                raise IncompatibleIndexError(f"vector of shape {vector.shape}; this index holds ({self.dim},)")
+            if doc.model_id != self.model_id:
+                raise IncompatibleIndexError(f"document of model {doc.model_id!r}; this index holds {self.model_id!r}")
+            rows.append((doc.doc_id, doc.bucket, doc.key, doc.etag, doc.size, doc.width, doc.height,
+                         doc.content_type, doc.model_id, doc.indexed_at, vector.tobytes(), doc.local_features))
+        if not rows:
+            return
+        with self._lock, self._conn() as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(f"INSERT OR REPLACE INTO documents ({_META_COLUMNS}, vector, local_features) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self._writes += 1
+
+    def delete(self, doc_ids: Iterable[str]) -> int:
+        ids = [(i,) for i in doc_ids]
+        with self._lock, self._conn() as db:
+            db.execute("BEGIN IMMEDIATE")
+            before = db.total_changes
+            db.executemany("DELETE FROM documents WHERE doc_id = ?", ids)
+            self._writes += 1
+            return db.total_changes - before
+
+    # -- reads --------------------------------------------------------------------------------------------
+    def get(self, doc_id: str, *, with_vector: bool = True) -> ImageDocument | None:
+        with self._lock:
+            row = self._conn().execute(
+                f"SELECT {_META_COLUMNS}, vector, local_features FROM documents WHERE doc_id = ?",
+                (doc_id,)).fetchone()
+        return _document(row) if row else None
+
+    def count(self) -> int:
+        with self._lock:
+            return self._conn().execute("SELECT COUNT(*) FROM documents").fetchone()[0]
+
+    def entries(self, bucket: str | None = None) -> Iterator[IndexEntry]:
+        query = "SELECT doc_id, bucket, key, etag, model_id FROM documents"
+        with self._lock:
+            rows = (self._conn().execute(query + " WHERE bucket = ?", (bucket,)) if bucket is not None
+                    else self._conn().execute(query)).fetchall()
+        return iter([IndexEntry(*row) for row in rows])
+
+    def search(self, request: SearchRequest) -> SearchPage:
+        # The embedded index is always exact: "knn" is answered exactly too.
+        ids, keys, matrix = self._vectors()
+        query = np.asarray(request.vector, dtype=np.float32).reshape(self.dim)  # (512,)
+        scores = matrix @ query  # (n,) cosine, since every row and the query are unit length
+        keep = np.ones(len(ids), dtype=bool)  # (n,)
+        if request.min_score is not None:
+            keep &= scores >= np.float32(request.min_score)
+        if request.key_prefix:
+            keep &= np.char.startswith(keys, request.key_prefix)
+        if request.exclude_ids:
+            keep &= ~np.isin(ids, list(request.exclude_ids))
+        candidates = np.flatnonzero(keep)  # (m,)
+        order = candidates[np.lexsort((ids[candidates], -scores[candidates]))]  # best first, ties by id
+        page = order[request.offset:request.offset + request.page_size]
+        documents = self._documents([str(ids[i]) for i in page], request.with_local_features)
+        hits = [Hit(score=float(scores[i]), document=documents[str(ids[i])]) for i in page]
+        return SearchPage(hits=hits, total=int(len(order)), page=request.page, page_size=request.page_size)
+
+    def _documents(self, doc_ids: list[str], with_local_features: bool) -> dict[str, ImageDocument]:
+        if not doc_ids:
+            return {}
+        marks = ",".join("?" * len(doc_ids))
+        extra = "local_features" if with_local_features else "NULL"
+        with self._lock:
+            rows = self._conn().execute(
+                f"SELECT {_META_COLUMNS}, vector, {extra} FROM documents WHERE doc_id IN ({marks})",
+                doc_ids).fetchall()
+        return {row[0]: _document(row) for row in rows}
+
+    def _vectors(self):
+        """(ids, keys, matrix) of every document, reloaded only after a commit by anyone."""
+        with self._lock:
+            db = self._conn()
+            version = (db.execute("PRAGMA data_version").fetchone()[0], self._writes)
+            if version != self._snapshot_version:
+                rows = db.execute("SELECT doc_id, key, vector FROM documents").fetchall()
+                ids = np.array([r[0] for r in rows], dtype=str)
+                keys = np.array([r[1] for r in rows], dtype=str)
+                matrix = (np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), self.dim)
+                          if rows else np.zeros((0, self.dim), dtype=np.float32))  # (n, 512)
+                self._snapshot, self._snapshot_version = (ids, keys, matrix), version
+            return self._snapshot
+
+    def health(self) -> dict:
+        try:
+            return {"ok": True, "backend": self.name, "path": str(self.path), "documents": self.count()}
+        except sqlite3.Error as exc:
+            return {"ok": False, "backend": self.name, "path": str(self.path), "error": str(exc)}
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+
+def _document(row) -> ImageDocument:
+    (doc_id, bucket, key, etag, size, width, height, content_type, model_id, indexed_at, vector, local) = row
+    return ImageDocument(bucket=bucket, key=key, vector=np.frombuffer(vector, dtype=np.float32).copy(),
+                         model_id=model_id, etag=etag, size=size, width=width, height=height,
+                         content_type=content_type, indexed_at=indexed_at, local_features=local)

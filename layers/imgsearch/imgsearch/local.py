@@ -1,0 +1,183 @@
+"""Local stand-ins for the AWS pieces around our functions, so the same handler code runs on one machine.
+
+- run_worker plays Lambda's SQS event source mapping: long-poll, call the extract handler with the real
+  message JSON, delete only what succeeded, leave the rest to the queue's redrive policy.
+- serve_webhook receives MinIO's webhook notifications and calls the same handler.
+- load_function imports a function's module (functions/extract/app.py, functions/search/app.py) by path.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Callable
+
+from .errors import ConfigError, PermanentError, TransientError
+
+log = logging.getLogger("imgsearch.local")
+
+
+def functions_dir() -> Path:
+    """functions/ of this checkout (the package is installed editable from layers/imgsearch)."""
+    configured = os.environ.get("IMGSEARCH_FUNCTIONS_DIR")
+    path = Path(configured) if configured else Path(__file__).resolve().parents[3] / "functions"
+    if not path.is_dir():
+        raise ConfigError(f"cannot find the functions folder at {path}; set IMGSEARCH_FUNCTIONS_DIR")
+    return path
+
+
+def load_function(name: str):
+    """Import functions/<name>/app.py as module 'imgsearch_fn_<name>' (each function has its own app.py)."""
+    module_name = f"imgsearch_fn_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    folder = functions_dir() / name
+    spec = importlib.util.spec_from_file_location(module_name, folder / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(folder))  # so the function's own helper modules (chalicelib/) import as in Lambda
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class LocalContext:
+    """The few Lambda context attributes our handlers and powertools read."""
+
+    def __init__(self, function_name: str):
+        self.function_name = function_name
+        self.aws_request_id = str(uuid.uuid4())
+        self.memory_limit_in_mb = 3008
+        self.invoked_function_arn = f"arn:aws:lambda:local:000000000000:function:{function_name}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 900_000
+
+
+def run_worker(queue_url: str, handler: Callable[[dict, object], dict], *, sqs=None, wait_seconds: int = 10,
+               batch_size: int = 10, stop: threading.Event | None = None, idle_exit: float | None = None) -> dict:
+    """Poll until stop is set (or, with idle_exit, after that many seconds without messages)."""
+    import boto3
+
+    sqs = sqs or boto3.client("sqs")
+    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    totals = {"received": 0, "succeeded": 0, "failed": 0}
+    last_message = time.monotonic()
+    while not (stop and stop.is_set()):
+        try:
+            messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=batch_size,
+                                           WaitTimeSeconds=wait_seconds, AttributeNames=["All"],
+                                           MessageAttributeNames=["All"]).get("Messages", [])
+        except Exception as exc:  # the queue itself is down: wait and try again, as Lambda's poller does
+            log.warning("receive failed: %s", exc)
+            time.sleep(1)
+            continue
+        if not messages:
+            if idle_exit is not None and time.monotonic() - last_message >= idle_exit:
+                break
+            continue
+        last_message = time.monotonic()
+        event = {"Records": [_sqs_record(m, arn) for m in messages]}
+        try:
+            response = handler(event, LocalContext("extract")) or {}
+            failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
+        except Exception:  # the whole invocation failed: Lambda would leave every message on the queue
+            log.exception("handler failed for a batch of %d", len(messages))
+            failed = {m["MessageId"] for m in messages}
+        done = [m for m in messages if m["MessageId"] not in failed]
+        for start in range(0, len(done), 10):
+            sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done[start:start + 10])])
+        totals["received"] += len(messages)
+        totals["succeeded"] += len(done)
+        totals["failed"] += len(messages) - len(done)
+    return totals
+
+
+def _sqs_record(message: dict, queue_arn: str) -> dict:
+    return {
+        "messageId": message["MessageId"], "receiptHandle": message["ReceiptHandle"], "body": message["Body"],
+        "attributes": message.get("Attributes", {}), "messageAttributes": message.get("MessageAttributes", {}),
+        "md5OfBody": message.get("MD5OfBody"), "eventSource": "aws:sqs", "eventSourceARN": queue_arn,
+        "awsRegion": queue_arn.split(":")[3] if queue_arn.count(":") >= 3 else "local",
+    }
+
+
+class FailureLog:
+    """Permanent failures the webhook path saw, as JSON lines (MinIO has no dead-letter queue)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+
+    def add(self, entries: list[dict]) -> None:
+        if not entries:
+            return
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as out:
+                for entry in entries:
+                    out.write(json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **entry},
+                                         ensure_ascii=False) + "\n")
+
+    def read(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def make_webhook_server(host: str, port: int, handler: Callable[[dict, object], dict], failures: FailureLog,
+                        auth_token: str | None = None) -> ThreadingHTTPServer:
+    """POST /  (MinIO's webhook target) -> handler; GET /failures lists rejected objects."""
+
+    class Webhook(BaseHTTPRequestHandler):
+        def _reply(self, status: int, body: dict) -> None:
+            data = json.dumps(body, ensure_ascii=False).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):  # MinIO probes the target; /failures is for people and tests
+            if self.path.rstrip("/") == "/failures":
+                self._reply(200, {"failures": failures.read()})
+            else:
+                self._reply(200, {"ok": True})
+
+        def do_HEAD(self):
+            self.send_response(200)
+            self.end_headers()
+
+        def do_POST(self):
+            if auth_token and self.headers.get("Authorization", "").removeprefix("Bearer ") != auth_token:
+                return self._reply(401, {"message": "missing or wrong Authorization token"})
+            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                event = json.loads(self.rfile.read(length) or b"{}")
+            except ValueError:
+                return self._reply(400, {"message": "body is not JSON"})
+            try:
+                result = handler(event, LocalContext("extract"))
+            except PermanentError as exc:  # e.g. not an object-change event: record it, never retry
+                failures.add([{"reason": str(exc), "event": event.get("EventName"), "key": event.get("Key")}])
+                return self._reply(200, {"rejected": str(exc)})
+            except TransientError as exc:  # MinIO retries undelivered events
+                return self._reply(503, {"message": str(exc)})
+            except Exception as exc:
+                log.exception("webhook handler failed")
+                return self._reply(500, {"message": f"internal error: {exc}"})
+            failures.add(result.get("rejected", []))
+            self._reply(200, result)
+
+        def log_message(self, fmt, *args):
+            log.info("webhook %s", fmt % args)
+
+    return ThreadingHTTPServer((host, port), Webhook)

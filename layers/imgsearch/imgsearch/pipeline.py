@@ -1,0 +1,211 @@
+"""The pipeline: ingest objects into the index and search it by image. Every adapter calls this.
+
+Ingest follows "the bucket is the truth": whatever an event said, we look at the object now
+(present -> embed and upsert, absent -> delete), so duplicate, late and out-of-order events converge.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from .config import Settings
+from .embedder import Embedder
+from .errors import NotFoundError, PermanentError
+from .events import ObjectChange
+from .images import DecodedImage, decode_image
+from .index import IndexBackend, SearchPage, SearchRequest, doc_id, open_index
+from .index.base import Hit, ImageDocument
+from .storage import FolderStorage, S3Storage, Storage, StoredObject, s3_client
+
+
+@dataclass(frozen=True)
+class ChangeOutcome:
+    action: str  # "indexed" | "unchanged" | "deleted" | "absent"
+    bucket: str
+    key: str
+    doc_id: str
+
+
+@dataclass
+class IndexReport:
+    indexed: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (key, reason)
+
+    def to_dict(self) -> dict:
+        return {"indexed": self.indexed, "unchanged": self.unchanged, "deleted": self.deleted,
+                "failed": [{"key": k, "reason": r} for k, r in self.failed]}
+
+
+@dataclass(frozen=True)
+class SearchResults:
+    page: SearchPage
+    hits: list[dict]
+    took_ms: float
+
+    def to_dict(self) -> dict:
+        return {"hits": self.hits, "total": self.page.total, "page": self.page.page,
+                "page_size": self.page.page_size, "took_ms": round(self.took_ms, 1)}
+
+
+class ImageSearch:
+    """Ingest and search, over one index, one embedder and any number of buckets or folders."""
+
+    def __init__(self, settings: Settings, *, embedder: Embedder | None = None, index: IndexBackend | None = None,
+                 storage_for: Callable[[str], Storage] | None = None):
+        self.settings = settings
+        self.embedder = embedder or Embedder(settings.weights, batch_size=settings.batch_size)
+        self.index = index or open_index(settings, model_id=self.embedder.model_id, dim=self.embedder.dim)
+        self._storage_for = storage_for or self._default_storage
+        self._storages: dict[str, Storage] = {}
+        self._s3 = None
+
+    # -- storage ------------------------------------------------------------------------------------------
+    def storage(self, bucket: str) -> Storage:
+        if bucket not in self._storages:
+            self._storages[bucket] = self._storage_for(bucket)
+        return self._storages[bucket]
+
+    def _default_storage(self, bucket: str) -> Storage:
+        if bucket.startswith("/"):  # folder "buckets" are absolute paths; S3 bucket names never start with "/"
+            return FolderStorage(bucket)
+        if self._s3 is None:
+            self._s3 = s3_client()
+        return S3Storage(bucket, client=self._s3, url_expires=self.settings.url_expires)
+
+    def use_storage(self, storage: Storage) -> Storage:
+        """Register a storage object (e.g. one built from a CLI argument) for its bucket."""
+        self._storages[storage.bucket] = storage
+        return storage
+
+    # -- ingest -------------------------------------------------------------------------------------------
+    def apply_change(self, change: ObjectChange) -> ChangeOutcome:
+        """Bring the index in line with the object an event names. Raises PermanentError for a bad image."""
+        return self.sync_object(self.storage(change.bucket), change.key)
+
+    def sync_object(self, storage: Storage, key: str) -> ChangeOutcome:
+        did = doc_id(storage.bucket, key)
+        current = storage.head(key)
+        if current is None:
+            removed = self.index.delete([did])
+            return ChangeOutcome("deleted" if removed else "absent", storage.bucket, key, did)
+        existing = self.index.get(did, with_vector=False)
+        if existing is not None and _unchanged(existing, current, self.embedder.model_id):
+            return ChangeOutcome("unchanged", storage.bucket, key, did)
+        try:
+            decoded = self._read_and_decode(storage, current)
+        except PermanentError:
+            # The object under this key is no longer a usable image: its old vector would point at it wrongly.
+            if existing is not None:
+                self.index.delete([did])
+            raise
+        except NotFoundError:  # deleted between HEAD and GET: a later event (or this state) says "absent"
+            self.index.delete([did])
+            return ChangeOutcome("deleted", storage.bucket, key, did)
+        self.index.upsert(self._documents([current], [decoded]))
+        return ChangeOutcome("indexed", storage.bucket, key, did)
+
+    def index_source(self, storage: Storage, prefix: str = "", *, prune: bool = False,
+                     progress: Callable[[int], None] | None = None) -> IndexReport:
+        """Index every object under prefix in batches, skipping unchanged ones; prune drops vanished ones."""
+        self.use_storage(storage)
+        known = {e.key: e for e in self.index.entries(bucket=storage.bucket) if e.key.startswith(prefix)}
+        objects = list(storage.list(prefix))
+        report = IndexReport()
+        todo = []
+        for obj in objects:
+            entry = known.get(obj.key)
+            if entry is not None and _unchanged(entry, obj, self.embedder.model_id):
+                report.unchanged += 1
+                if progress:
+                    progress(1)
+            else:
+                todo.append(obj)
+        for start in range(0, len(todo), self.settings.batch_size):
+            batch = todo[start:start + self.settings.batch_size]
+            good, decoded = [], []
+            for obj in batch:
+                try:
+                    decoded.append(self._read_and_decode(storage, obj))
+                    good.append(obj)
+                except (PermanentError, NotFoundError) as exc:
+                    report.failed.append((obj.key, str(exc)))
+            if good:
+                self.index.upsert(self._documents(good, decoded))
+                report.indexed += len(good)
+            if progress:
+                progress(len(batch))
+        if prune:
+            present = {obj.key for obj in objects}
+            stale = [e.doc_id for key, e in known.items() if key not in present]
+            report.deleted = self.index.delete(stale) if stale else 0
+        self.index.refresh()
+        return report
+
+    def _read_and_decode(self, storage: Storage, obj: StoredObject) -> DecodedImage:
+        data = storage.read(obj.key, max_bytes=self.settings.max_image_bytes)
+        return self.decode(data)
+
+    def decode(self, data: bytes) -> DecodedImage:
+        return decode_image(data, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_pixels,
+                            draft_size=224)
+
+    def _documents(self, objects: list[StoredObject], decoded: list[DecodedImage]) -> list[ImageDocument]:
+        vectors = self.embedder.embed([d.image for d in decoded])  # (n, 512)
+        return [ImageDocument(bucket=obj.bucket, key=obj.key, vector=vector, model_id=self.embedder.model_id,
+                              etag=obj.etag, size=obj.size, width=d.width, height=d.height,
+                              content_type=d.content_type)
+                for obj, d, vector in zip(objects, decoded, vectors)]
+
+    # -- search -------------------------------------------------------------------------------------------
+    def search_image(self, data: bytes, **options) -> SearchResults:
+        """Search with an uploaded image. Options: min_score, page, page_size, mode, key_prefix."""
+        started = time.perf_counter()
+        vector = self.embedder.embed_one(self.decode(data).image)  # (512,)
+        return self._search(vector, started, **options)
+
+    def similar_to(self, bucket: str, key: str, **options) -> SearchResults:
+        """More like an already indexed image, without uploading it again; the image itself is left out."""
+        started = time.perf_counter()
+        document = self.document(bucket, key)
+        return self._search(document.vector, started, exclude_ids=(document.doc_id,), **options)
+
+    def document(self, bucket: str, key: str) -> ImageDocument:
+        document = self.index.get(doc_id(bucket, key))
+        if document is None:
+            raise NotFoundError(f"{key!r} is not indexed in bucket {bucket!r}")
+        return document
+
+    def describe(self, bucket: str, key: str) -> dict:
+        return {**self.document(bucket, key).metadata(), "url": self.url(bucket, key)}
+
+    def _search(self, vector, started: float, *, min_score=None, page=1, page_size=10, mode=None,
+                key_prefix=None, exclude_ids: Iterable[str] = ()) -> SearchResults:
+        request = SearchRequest(vector=vector, min_score=min_score, page=page, page_size=page_size,
+                                mode=mode or self.settings.search_mode, key_prefix=key_prefix,
+                                exclude_ids=tuple(exclude_ids))
+        page_ = self.index.search(request)
+        hits = [self.hit_dict(hit) for hit in page_.hits]
+        return SearchResults(page=page_, hits=hits, took_ms=(time.perf_counter() - started) * 1000)
+
+    def hit_dict(self, hit: Hit) -> dict:
+        doc = hit.document
+        return {"score": round(hit.score, 6), "key": doc.key, "bucket": doc.bucket, "url": self.url(doc.bucket, doc.key),
+                "size": doc.size, "width": doc.width, "height": doc.height, "content_type": doc.content_type,
+                "id": doc.doc_id}
+
+    def url(self, bucket: str, key: str) -> str:
+        return self.storage(bucket).url(key)
+
+    def stats(self) -> dict:
+        return {"documents": self.index.count(), "model_id": self.embedder.model_id, "backend": self.index.name}
+
+    def close(self) -> None:
+        self.index.close()
+
+
+def _unchanged(entry, obj: StoredObject, model_id: str) -> bool:
+    return bool(obj.etag) and entry.etag == obj.etag and entry.model_id == model_id

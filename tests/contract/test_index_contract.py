@@ -1,0 +1,173 @@
+"""The contract every index backend must pass, run unchanged against the embedded index and a real
+Elasticsearch. Vectors are synthetic (shaped like ours: non-negative, unit length, 512-d); no model needed."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+
+from imgsearch.errors import ConfigError, IncompatibleIndexError
+from imgsearch.index import ImageDocument, SearchRequest, doc_id
+from imgsearch.index.elasticsearch import ElasticsearchIndex
+from imgsearch.index.embedded import EmbeddedIndex
+
+from servers import elasticsearch_url
+
+MODEL = "test-model"
+
+
+def unit_vectors(n: int, seed: int = 0, dim: int = 512) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    vectors = np.abs(rng.normal(size=(n, dim))).astype(np.float32) ** 3  # (n, 512) sparse-ish, like ReLU maxima
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def documents(vectors, bucket="bucket", prefix="img"):
+    return [ImageDocument(bucket=bucket, key=f"{prefix}/{i:04d}.jpg", vector=v, model_id=MODEL, etag=f"e{i}",
+                          size=1000 + i, width=640, height=480, content_type="image/jpeg")
+            for i, v in enumerate(vectors)]
+
+
+def es_index(**options) -> ElasticsearchIndex:
+    from elasticsearch import Elasticsearch
+
+    client = Elasticsearch(elasticsearch_url(), request_timeout=30)
+    return ElasticsearchIndex(client, index=f"test-{uuid.uuid4().hex[:12]}", model_id=MODEL, **options)
+
+
+@pytest.fixture(params=["embedded", "elasticsearch", "elasticsearch-flat"])
+def backend(request, tmp_path):
+    if request.param == "embedded":
+        index = EmbeddedIndex(tmp_path, model_id=MODEL)
+    else:
+        index = es_index(vector_index="flat" if request.param.endswith("flat") else "hnsw")
+    index.ensure_index()
+    yield index
+    if isinstance(index, ElasticsearchIndex):
+        index.delete_index()
+    index.close()
+
+
+def exact(index):
+    """Exact mode where the server has painless; knn on an hnsw index otherwise (same results at this size)."""
+    if isinstance(index, ElasticsearchIndex) and not index.has_painless() and index.vector_index == "hnsw":
+        return "knn"
+    return "exact"
+
+
+def test_upsert_get_count_and_ids_are_derived_from_bucket_and_key(backend):
+    docs = documents(unit_vectors(3))
+    backend.upsert(docs)
+    backend.refresh()
+    assert backend.count() == 3
+    got = backend.get(doc_id("bucket", "img/0001.jpg"))
+    assert got.key == "img/0001.jpg" and got.bucket == "bucket" and got.etag == "e1" and got.width == 640
+    np.testing.assert_allclose(got.vector, docs[1].vector, atol=1e-6)
+    assert backend.get(doc_id("other-bucket", "img/0001.jpg")) is None
+
+
+def test_reupsert_replaces_instead_of_duplicating(backend):
+    vectors = unit_vectors(2, seed=1)
+    backend.upsert(documents(vectors[:1]))
+    replaced = ImageDocument(bucket="bucket", key="img/0000.jpg", vector=vectors[1], model_id=MODEL, etag="new")
+    backend.upsert([replaced])
+    backend.refresh()
+    assert backend.count() == 1
+    assert backend.get(replaced.doc_id).etag == "new"
+    top = backend.search(SearchRequest(vector=vectors[1], mode=exact(backend))).hits[0]
+    assert top.score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_delete_removes_only_the_named_documents(backend):
+    docs = documents(unit_vectors(4, seed=2))
+    backend.upsert(docs)
+    backend.refresh()
+    assert backend.delete([docs[0].doc_id, "no-such-id"]) == 1
+    backend.refresh()
+    assert backend.count() == 3
+    assert backend.get(docs[0].doc_id) is None
+    assert backend.get(docs[1].doc_id) is not None
+
+
+def test_search_ranks_by_cosine_and_reports_cosine_scores(backend):
+    vectors = unit_vectors(50, seed=3)
+    backend.upsert(documents(vectors))
+    backend.refresh()
+    query = unit_vectors(1, seed=99)[0]
+    expected = np.argsort(-(vectors @ query))[:5]
+    page = backend.search(SearchRequest(vector=query, page_size=5, mode=exact(backend)))
+    assert [h.key for h in page.hits] == [f"img/{i:04d}.jpg" for i in expected]
+    np.testing.assert_allclose([h.score for h in page.hits], (vectors @ query)[expected], atol=1e-5)
+    assert page.hits[0].document.vector.size in (0, 512)  # vectors may be left out of hits
+
+
+def test_min_score_and_paging_from_is_page_minus_one_times_size(backend):
+    vectors = unit_vectors(30, seed=4)
+    backend.upsert(documents(vectors))
+    backend.refresh()
+    query = vectors[0]
+    scores = np.sort(vectors @ query)[::-1]
+    threshold = float(scores[12])  # 13 documents at or above it
+    pages = [backend.search(SearchRequest(vector=query, min_score=threshold - 1e-6, page=p, page_size=5,
+                                          mode=exact(backend))) for p in (1, 2, 3, 4)]
+    keys = [h.key for p in pages for h in p.hits]
+    assert [len(p.hits) for p in pages] == [5, 5, 3, 0]
+    assert len(set(keys)) == 13
+    assert all(p.total == 13 for p in pages)
+    assert all(h.score >= threshold - 1e-5 for p in pages for h in p.hits)
+
+
+def test_key_prefix_and_exclusion_filter_results(backend):
+    vectors = unit_vectors(6, seed=5)
+    backend.upsert(documents(vectors[:3], prefix="cats") + documents(vectors[3:], prefix="dogs"))
+    backend.refresh()
+    page = backend.search(SearchRequest(vector=vectors[0], key_prefix="dogs/", mode=exact(backend)))
+    assert {h.key.split("/")[0] for h in page.hits} == {"dogs"}
+    first = doc_id("bucket", "cats/0000.jpg")
+    page = backend.search(SearchRequest(vector=vectors[0], exclude_ids=(first,), mode=exact(backend)))
+    assert first not in {h.document.doc_id for h in page.hits} and len(page.hits) == 5
+
+
+def test_entries_list_ids_keys_and_etags_per_bucket(backend):
+    backend.upsert(documents(unit_vectors(2, seed=6), bucket="a") + documents(unit_vectors(1, seed=7), bucket="b"))
+    backend.refresh()
+    assert sorted(e.key for e in backend.entries(bucket="a")) == ["img/0000.jpg", "img/0001.jpg"]
+    assert {(e.bucket, e.etag) for e in backend.entries()} == {("a", "e0"), ("a", "e1"), ("b", "e0")}
+
+
+def test_local_features_round_trip(backend):
+    doc = ImageDocument(bucket="b", key="k.jpg", vector=unit_vectors(1)[0], model_id=MODEL,
+                        local_features=bytes(range(256)) * 4)
+    backend.upsert([doc])
+    backend.refresh()
+    assert backend.get(doc.doc_id).local_features == doc.local_features
+    page = backend.search(SearchRequest(vector=doc.vector, with_local_features=True, mode=exact(backend)))
+    assert page.hits[0].document.local_features == doc.local_features
+
+
+def test_refuses_vectors_of_another_size_or_model(backend):
+    with pytest.raises(IncompatibleIndexError):
+        backend.upsert([ImageDocument(bucket="b", key="k", vector=np.ones(128, np.float32), model_id=MODEL)])
+    with pytest.raises(IncompatibleIndexError):
+        backend.upsert([ImageDocument(bucket="b", key="k", vector=unit_vectors(1)[0], model_id="other")])
+
+
+def test_reopening_with_another_model_is_refused(backend, tmp_path):
+    backend.ensure_index()  # idempotent for the same model
+    if isinstance(backend, EmbeddedIndex):
+        other = EmbeddedIndex(tmp_path, model_id="another-model")
+    else:
+        other = ElasticsearchIndex(backend.client, index=backend.index, model_id="another-model")
+    with pytest.raises(IncompatibleIndexError, match="another-model"):
+        other.ensure_index()
+
+
+def test_bad_requests_are_config_errors():
+    with pytest.raises(ConfigError):
+        SearchRequest(vector=np.zeros(512), page=0)
+    with pytest.raises(ConfigError):
+        SearchRequest(vector=np.zeros(512), min_score=1.5)
+    with pytest.raises(ConfigError):
+        SearchRequest(vector=np.zeros(512), mode="fuzzy")

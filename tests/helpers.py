@@ -1,0 +1,38 @@
+"""Helpers for test modules (conftest.py files are for fixtures: their names collide across folders)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import boto3
+
+
+def reencoded_copy(path: Path, *, quality: int = 70, scale: float = 0.5, crop: float = 0.05) -> bytes:
+    """A re-encoded, resized and mildly cropped JPEG copy of an image: what "finds its original" is about."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        w, h = image.size
+        dx, dy = int(w * crop), int(h * crop)
+        image = image.crop((dx, dy, w - dx, h - dy))
+        image = image.resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))), Image.BILINEAR)
+        out = io.BytesIO()
+        image.save(out, format="JPEG", quality=quality)
+        return out.getvalue()
+
+
+def make_bucket_with_queue(endpoint: str, bucket: str) -> dict:
+    """Bucket -> queue notifications (with a dead-letter queue), configured through the S3 and SQS APIs."""
+    s3 = boto3.client("s3", endpoint_url=endpoint)
+    sqs = boto3.client("sqs", endpoint_url=endpoint)
+    s3.create_bucket(Bucket=bucket)
+    dlq = sqs.create_queue(QueueName=f"{bucket}-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    queue = sqs.create_queue(QueueName=f"{bucket}-events", Attributes={
+        "RedrivePolicy": f'{{"deadLetterTargetArn": "{dlq_arn}", "maxReceiveCount": "3"}}'})["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={"QueueConfigurations": [
+        {"QueueArn": arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}]})
+    return {"s3": s3, "sqs": sqs, "queue": queue, "dlq": dlq}
