@@ -257,7 +257,7 @@ class ElasticsearchIndex(IndexBackend):
 
     def health(self) -> dict:
         try:
-            health = self.client.cluster.health(request_timeout=5)
+            health = self.client.options(request_timeout=5).cluster.health()
             exists = bool(self.client.indices.exists(index=self.index))
             return {"ok": health["status"] in ("green", "yellow") and exists, "backend": self.name,
                     "cluster": health["status"], "index": self.index, "index_exists": exists}

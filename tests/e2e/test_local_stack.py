@@ -1,0 +1,111 @@
+"""End to end on the real local stack (infra/local/up): LocalStack or MinIO, the ingest path for it,
+Elasticsearch and the search API, all separate processes, all over HTTP. A user's path, not a test double."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import boto3
+import pytest
+import requests
+from botocore.config import Config
+
+from helpers import reencoded_copy
+from servers import REPO, elasticsearch_url, free_port, unavailable
+
+ODD_KEY = "holiday photos/été 2024/beach + sun #1.jpg"
+
+
+@pytest.fixture(scope="module", params=["localstack", "minio"])
+def stack(request, tmp_path_factory, weights_path):
+    store = request.param
+    state = tmp_path_factory.mktemp(f"local-{store}")
+    env = {**os.environ, "IMGSEARCH_LOCAL_DIR": str(state), "IMGSEARCH_VGG19_WEIGHTS": weights_path,
+           "IMGSEARCH_ES_INDEX": f"e2e-{store}-{uuid.uuid4().hex[:8]}", "IMGSEARCH_BUCKET": f"e2e-{store}",
+           "IMGSEARCH_LOCAL_ES_PORT": elasticsearch_url().rsplit(":", 1)[1]}
+    for name in ("LOCALSTACK", "MINIO", "MINIO_CONSOLE", "WEBHOOK", "API"):
+        env[f"IMGSEARCH_LOCAL_{name}_PORT"] = str(free_port())
+    stack_py = [sys.executable, str(REPO / "infra/local/stack.py")]
+    up = subprocess.run([*stack_py, "up", "--store", store], env=env, capture_output=True, text=True, timeout=900)
+    if up.returncode != 0:
+        subprocess.run([*stack_py, "down", "--keep-elasticsearch"], env=env, capture_output=True)
+        unavailable(f"infra/local/up --store {store} failed:\n{up.stderr[-3000:]}")
+    values = dict(line.split("=", 1) for line in up.stdout.splitlines() if "=" in line)
+    s3 = boto3.client("s3", endpoint_url=values["AWS_ENDPOINT_URL"], aws_access_key_id=values["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=values["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1",
+                      config=Config(s3={"addressing_style": "path"}))
+    yield {"store": store, "s3": s3, **values}
+    subprocess.run([*stack_py, "down", "--keep-elasticsearch"], env=env, capture_output=True, timeout=120)
+    requests.delete(f"{values['IMGSEARCH_ES_URL']}/{env['IMGSEARCH_ES_INDEX']}", timeout=10)
+
+
+def api(stack, path, **kwargs):
+    method = kwargs.pop("method", "GET")
+    return requests.request(method, stack["IMGSEARCH_API_URL"] + path, timeout=60, **kwargs)
+
+
+def wait_until(condition, timeout=120, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def search(stack, data: bytes, **params) -> dict:
+    response = api(stack, "/search", method="POST", files={"file": ("q.jpg", data, "image/jpeg")}, data=params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def count(stack) -> int:
+    return api(stack, "/stats").json()["documents"]
+
+
+def test_the_whole_scenario(stack, seed_paths):
+    s3, bucket = stack["s3"], stack["IMGSEARCH_BUCKET"]
+    for path in seed_paths:
+        s3.put_object(Bucket=bucket, Key=f"seed/{path.name}", Body=path.read_bytes(), ContentType="image/jpeg")
+    s3.put_object(Bucket=bucket, Key=ODD_KEY, Body=seed_paths[3].read_bytes())
+    wait_until(lambda: count(stack) == len(seed_paths) + 1, what="every upload to become searchable")
+
+    # A re-encoded copy finds its original first, and the presigned URL serves exactly the uploaded bytes.
+    for path in seed_paths:
+        hits = search(stack, reencoded_copy(path), prefix="seed/")["hits"]
+        assert hits[0]["key"] == f"seed/{path.name}" and hits[0]["score"] > hits[1]["score"]
+    top = search(stack, reencoded_copy(seed_paths[0]), prefix="seed/")["hits"][0]
+    assert requests.get(top["url"], timeout=10).content == seed_paths[0].read_bytes()
+
+    # The odd key round-trips through the event and back out of the API.
+    odd = search(stack, seed_paths[3].read_bytes(), page_size=3)["hits"]
+    assert ODD_KEY in [h["key"] for h in odd]
+
+    # A re-upload leaves one document; a delete removes its document.
+    s3.put_object(Bucket=bucket, Key=f"seed/{seed_paths[1].name}", Body=seed_paths[1].read_bytes())
+    s3.delete_object(Bucket=bucket, Key=ODD_KEY)
+    wait_until(lambda: count(stack) == len(seed_paths), what="the delete to reach the index")
+    hits = search(stack, seed_paths[1].read_bytes(), page_size=10)["hits"]
+    assert [h["key"] for h in hits].count(f"seed/{seed_paths[1].name}") == 1
+
+    # A non-image ends with its reason recorded, and every other document is intact.
+    s3.put_object(Bucket=bucket, Key="notes/readme.txt", Body=b"not an image at all")
+    wait_until(lambda: any("readme.txt" in r.get("key", "") for r in rejections(stack)), timeout=60,
+               what="the non-image's rejection to be recorded")
+    assert any("not an image" in r["reason"] for r in rejections(stack))
+    assert count(stack) == len(seed_paths)
+
+
+def rejections(stack) -> list[dict]:
+    """LocalStack: the dead-letter queue (with the reason as an attribute); MinIO: the webhook's failure log."""
+    if stack["store"] == "minio":
+        return requests.get(stack["IMGSEARCH_WEBHOOK_URL"] + "/failures", timeout=10).json()["failures"]
+    sqs = boto3.client("sqs", endpoint_url=stack["AWS_ENDPOINT_URL"], aws_access_key_id="test",
+                       aws_secret_access_key="test", region_name="us-east-1")
+    messages = sqs.receive_message(QueueUrl=stack["IMGSEARCH_DEAD_LETTER_QUEUE_URL"], MaxNumberOfMessages=10,
+                                   MessageAttributeNames=["All"], VisibilityTimeout=0).get("Messages", [])
+    return [{k: v["StringValue"] for k, v in m.get("MessageAttributes", {}).items()} for m in messages]

@@ -1,0 +1,145 @@
+"""The Elasticsearch backend against a real server: agreement with the embedded index, kNN recall,
+the demo-compatible mapping, and an outage that loses nothing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+
+import numpy as np
+import pytest
+import requests
+from elasticsearch import Elasticsearch
+
+from imgsearch.errors import BackendUnavailableError
+from imgsearch.index import ImageDocument, SearchRequest
+from imgsearch.index.elasticsearch import ElasticsearchIndex, ScriptScoreExact
+from imgsearch.index.embedded import EmbeddedIndex
+
+from servers import REPO, elasticsearch_url, free_port
+
+MODEL = "test-model"
+
+
+def unit_vectors(n, seed, dim=512):
+    vectors = np.abs(np.random.default_rng(seed).normal(size=(n, dim))).astype(np.float32) ** 3  # (n, 512)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def docs(vectors):
+    return [ImageDocument(bucket="b", key=f"{i:05d}.jpg", vector=v, model_id=MODEL) for i, v in enumerate(vectors)]
+
+
+@pytest.fixture
+def es_index():
+    created = []
+
+    def make(**options):
+        index = ElasticsearchIndex(Elasticsearch(elasticsearch_url(), request_timeout=60),
+                                   index=f"test-{uuid.uuid4().hex[:12]}", model_id=MODEL, **options)
+        index.ensure_index()
+        created.append(index)
+        return index
+
+    yield make
+    for index in created:
+        index.delete_index()
+
+
+def test_mapping_is_compatible_with_the_demo(es_index):
+    index = es_index()
+    mapping = requests.get(f"{elasticsearch_url()}/{index.index}/_mapping", timeout=10).json()
+    props = mapping[index.index]["mappings"]["properties"]
+    assert props["file_name"] == {"type": "keyword"}
+    vector = props["feature_vector"]
+    assert (vector["type"], vector["dims"], vector["similarity"]) == ("dense_vector", 512, "cosine")
+    assert vector["index_options"]["type"] == "hnsw"  # explicit, never the quantised default
+
+
+def test_exact_results_agree_with_the_embedded_index(es_index, tmp_path):
+    vectors = unit_vectors(300, seed=1)
+    embedded = EmbeddedIndex(tmp_path, model_id=MODEL)
+    embedded.ensure_index()
+    flat = es_index(vector_index="flat")
+    for index in (embedded, flat):
+        index.upsert(docs(vectors))
+        index.refresh()
+    for q, query in enumerate(unit_vectors(5, seed=2)):
+        request = SearchRequest(vector=query, page=2, page_size=7, min_score=0.3 if q % 2 else None, mode="exact")
+        ours, theirs = embedded.search(request), flat.search(request)
+        assert [h.document.doc_id for h in ours.hits] == [h.document.doc_id for h in theirs.hits]
+        np.testing.assert_allclose([h.score for h in ours.hits], [h.score for h in theirs.hits], atol=1e-5)
+        assert ours.total == theirs.total
+
+
+def test_knn_recall_at_10_against_exact_on_10k_vectors(es_index):
+    vectors = unit_vectors(10_000, seed=3)
+    index = es_index(vector_index="hnsw", knn_candidates=100)
+    index.upsert(docs(vectors))
+    index.refresh()
+    queries = unit_vectors(50, seed=4)
+    recalls = []
+    for query in queries:
+        truth = set(np.argsort(-(vectors @ query))[:10])
+        found = index.search(SearchRequest(vector=query, page_size=10, mode="knn")).hits
+        recalls.append(len(truth & {int(h.key[:5]) for h in found}) / 10)
+    assert np.mean(recalls) >= 0.95, f"recall@10 = {np.mean(recalls):.3f}"
+
+
+def test_script_score_request_is_the_demos_cosine_shifted_by_one():
+    request = SearchRequest(vector=np.full(512, 1 / np.sqrt(512), np.float32), min_score=0.8, page=3, page_size=10)
+    body = ScriptScoreExact().body(request, filters=[])
+    script = body["query"]["script_score"]["script"]
+    assert script["source"] == "cosineSimilarity(params.query_vector, 'feature_vector') + 1.0"
+    assert len(script["params"]["query_vector"]) == 512
+    assert body["min_score"] == pytest.approx(1.8) and body["from"] == 20 and body["size"] == 10
+    assert ScriptScoreExact.to_cosine(1.75) == pytest.approx(0.75)
+
+
+def test_exact_mode_without_painless_on_hnsw_names_both_remedies(es_index):
+    index = es_index(vector_index="hnsw")
+    if index.has_painless():
+        pytest.skip("this server has painless: script_score runs")
+    with pytest.raises(Exception, match="painless.*flat"):
+        index.search(SearchRequest(vector=unit_vectors(1, 5)[0], mode="exact"))
+
+
+@pytest.fixture
+def private_server():
+    """A second Elasticsearch of our own on another port, so the test may stop it."""
+    home = REPO / ".cache" / f"es-outage-{uuid.uuid4().hex[:8]}"  # the server's user must reach it: not /tmp/pytest-of-root
+    env = {**os.environ, "IMGSEARCH_ES_PORT": str(free_port()), "IMGSEARCH_ES_HOME": str(home)}
+    start = subprocess.run([str(REPO / "infra/elasticsearch/start")], env=env, capture_output=True, text=True,
+                           timeout=300)
+    if start.returncode != 0:
+        pytest.fail(f"could not start a private Elasticsearch: {start.stderr[-2000:]}")
+    url = start.stdout.strip().splitlines()[-1]
+
+    def control(action):
+        subprocess.run([str(REPO / f"infra/elasticsearch/{action}")], env=env, check=True, capture_output=True,
+                       timeout=300)
+
+    yield url, control
+    control("stop")
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def test_outage_is_a_transient_error_and_loses_nothing(private_server):
+    url, control = private_server
+    index = ElasticsearchIndex(Elasticsearch(url, request_timeout=5, max_retries=1), index="outage",
+                               model_id=MODEL)
+    index.ensure_index()
+    vectors = unit_vectors(20, seed=6)
+    index.upsert(docs(vectors))
+    index.refresh()
+    control("stop")
+    with pytest.raises(BackendUnavailableError, match="unreachable"):
+        index.upsert(docs(unit_vectors(3, seed=7)))
+    with pytest.raises(BackendUnavailableError):
+        index.search(SearchRequest(vector=vectors[0], mode="knn"))
+    assert index.health()["ok"] is False
+    control("start")
+    assert index.count() == 20
+    assert index.search(SearchRequest(vector=vectors[0], mode="knn")).hits[0].key == "00000.jpg"
