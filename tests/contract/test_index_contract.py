@@ -8,7 +8,7 @@ import uuid
 import numpy as np
 import pytest
 
-from imgsearch.errors import ConfigError, IncompatibleIndexError
+from imgsearch.errors import IncompatibleIndexError, InvalidRequestError
 from imgsearch.index import ImageDocument, SearchRequest, doc_id
 from imgsearch.index.elasticsearch import ElasticsearchIndex
 from imgsearch.index.embedded import EmbeddedIndex
@@ -164,10 +164,10 @@ def test_reopening_with_another_model_is_refused(backend, tmp_path):
         other.ensure_index()
 
 
-def test_bad_requests_are_config_errors():
-    with pytest.raises(ConfigError):
+def test_bad_requests_are_invalid_request_errors():
+    with pytest.raises(InvalidRequestError):
         SearchRequest(vector=np.zeros(512), page=0)
-    with pytest.raises(ConfigError):
+    with pytest.raises(InvalidRequestError):
         SearchRequest(vector=np.zeros(512), min_score=1.5)
-    with pytest.raises(ConfigError):
+    with pytest.raises(InvalidRequestError):
         SearchRequest(vector=np.zeros(512), mode="fuzzy")

@@ -21,6 +21,10 @@ class ConfigError(PermanentError):
     """A setting is missing or has a value we cannot use."""
 
 
+class InvalidRequestError(PermanentError):
+    """A request's own values are wrong (page 0, min_score 2): the caller's fault, not the operator's."""
+
+
 class BadImageError(PermanentError):
     """The bytes are not an image we can decode (empty, truncated, unknown format)."""
 

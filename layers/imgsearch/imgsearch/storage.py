@@ -50,6 +50,10 @@ class Storage(ABC):
     @abstractmethod
     def put(self, key: str, data: bytes, content_type: str | None = None) -> StoredObject: ...
 
+    @abstractmethod
+    def check(self) -> None:
+        """Raise NotFoundError / BackendUnavailableError unless the bucket or folder is reachable."""
+
 
 class FolderStorage(Storage):
     """A local folder; the bucket name is the folder's absolute path, keys are '/'-separated relative paths."""
@@ -99,6 +103,10 @@ class FolderStorage(Storage):
     def url(self, key: str) -> str:
         return "file://" + quote(str(self._path(key)))
 
+    def check(self) -> None:
+        if not self.root.is_dir():
+            raise NotFoundError(f"folder {self.root} does not exist")
+
     def put(self, key: str, data: bytes, content_type: str | None = None) -> StoredObject:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -142,12 +150,22 @@ class S3Storage(Storage):
         from botocore.exceptions import ClientError
 
         try:
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            pages = self._call(lambda: iter(self.client.get_paginator("list_objects_v2")
+                                            .paginate(Bucket=self.bucket, Prefix=prefix)))
+            for page in _translated(pages):
                 for item in page.get("Contents", []):
                     yield StoredObject(self.bucket, item["Key"], item["Size"], item.get("ETag", "").strip('"') or None,
                                        _iso(item.get("LastModified")))
         except ClientError as exc:
             raise _translate(exc, self.bucket, prefix) from exc
+
+    def check(self) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self._call(self.client.head_bucket, Bucket=self.bucket)
+        except ClientError as exc:
+            raise _translate(exc, self.bucket, "") from exc
 
     def url(self, key: str) -> str:
         return self.client.generate_presigned_url(
@@ -165,6 +183,16 @@ class S3Storage(Storage):
             return method(**kwargs)
         except BotoCoreError as exc:  # connection refused, timeouts, DNS: the store is down, not the object
             raise BackendUnavailableError(f"object store unreachable: {exc}") from exc
+
+
+def _translated(pages):
+    """Iterate pages, turning a connection failure midway into BackendUnavailableError."""
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        yield from pages
+    except BotoCoreError as exc:
+        raise BackendUnavailableError(f"object store unreachable: {exc}") from exc
 
 
 def s3_client(endpoint_url: str | None = None):

@@ -14,7 +14,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import InvalidRequestError
 
 
 def doc_id(bucket: str, key: str) -> str:
@@ -93,13 +93,13 @@ class SearchRequest:
 
     def __post_init__(self):
         if self.page < 1:
-            raise ConfigError(f"page must be 1 or more, got {self.page}")
+            raise InvalidRequestError(f"page must be 1 or more, got {self.page}")
         if self.page_size < 1:
-            raise ConfigError(f"page_size must be 1 or more, got {self.page_size}")
+            raise InvalidRequestError(f"page_size must be 1 or more, got {self.page_size}")
         if self.min_score is not None and not -1.0 <= self.min_score <= 1.0:
-            raise ConfigError(f"min_score is a cosine similarity between -1 and 1, got {self.min_score}")
+            raise InvalidRequestError(f"min_score is a cosine similarity between -1 and 1, got {self.min_score}")
         if self.mode not in ("exact", "knn"):
-            raise ConfigError(f"mode must be exact or knn, got {self.mode!r}")
+            raise InvalidRequestError(f"mode must be exact or knn, got {self.mode!r}")
 
     @property
     def offset(self) -> int:
@@ -151,6 +151,7 @@ class IndexBackend(ABC):
         """Make recent writes visible to search (a no-op where they always are)."""
 
     def health(self) -> dict:
+        """{"ok": bool, "backend": name, ...details}; never raises."""
         return {"ok": True, "backend": self.name}
 
     def close(self) -> None:

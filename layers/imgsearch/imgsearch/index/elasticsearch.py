@@ -13,7 +13,8 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from ..config import Settings
-from ..errors import BackendUnavailableError, ConfigError, IncompatibleIndexError, PermanentError
+from ..errors import (BackendUnavailableError, ConfigError, IncompatibleIndexError, InvalidRequestError,
+                      PermanentError)
 from .base import Hit, ImageDocument, IndexBackend, IndexEntry, SearchPage, SearchRequest
 
 log = logging.getLogger(__name__)
@@ -235,7 +236,7 @@ class ElasticsearchIndex(IndexBackend):
     def _strategy(self, request: SearchRequest):
         end = request.offset + request.page_size
         if end > MAX_K:
-            raise ConfigError(f"page * page_size may be at most {MAX_K} on Elasticsearch, got {end}")
+            raise InvalidRequestError(f"page * page_size may be at most {MAX_K} on Elasticsearch, got {end}")
         if request.mode == "knn":
             k = max(end, min(self.knn_candidates, MAX_K))
             return KnnSearch(k=k, num_candidates=min(max(k, self.knn_candidates), MAX_K))

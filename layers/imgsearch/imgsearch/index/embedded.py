@@ -173,7 +173,7 @@ class EmbeddedIndex(IndexBackend):
     def health(self) -> dict:
         try:
             return {"ok": True, "backend": self.name, "path": str(self.path), "documents": self.count()}
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, BackendUnavailableError) as exc:
             return {"ok": False, "backend": self.name, "path": str(self.path), "error": str(exc)}
 
     def close(self) -> None:

@@ -1,0 +1,51 @@
+# One image recipe for both Lambda functions (TensorFlow does not fit a zip function; see DESIGN.md).
+# Build context: the repository root. The final stage is picked with a build *target*, not a build arg,
+# because CMD cannot expand variables and the Lambda entrypoint needs the handler as its argument:
+#   docker build --target extract -t imgsearch-extract .     # CMD app.handler
+#   docker build --target search  -t imgsearch-search .      # CMD app.app (Chalice)
+# (template.yaml passes DockerBuildTarget; infra/docker-compose.yml passes build.target.)
+#
+# The VGG19 weights are baked in and never committed (models/ and *.h5 are git-ignored). Put the file at
+# models/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5 first, e.g. one of:
+#   mkdir -p models && cp ../shared/models/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5 models/
+#   mkdir -p models && curl -fLo models/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5 \
+#     https://storage.googleapis.com/tensorflow/keras-applications/vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5
+# or point the build arg WEIGHTS_FILE at another path inside the build context.
+
+FROM public.ecr.aws/lambda/python:3.12 AS base
+
+# Dependencies first, from pyproject.toml alone, so editing the library's code does not re-download
+# TensorFlow: an empty package with the real metadata pulls every dependency into a cached layer.
+COPY layers/imgsearch/pyproject.toml /tmp/imgsearch-deps/pyproject.toml
+RUN pip install --no-cache-dir "/tmp/imgsearch-deps[model,rerank,serve]" \
+    && pip uninstall -y imgsearch \
+    && rm -rf /tmp/imgsearch-deps
+
+# The core library itself (installed, not editable: the image has no checkout).
+COPY layers/imgsearch /tmp/imgsearch
+RUN pip install --no-cache-dir --no-deps /tmp/imgsearch && rm -rf /tmp/imgsearch
+
+ARG WEIGHTS_FILE=models/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5
+COPY ${WEIGHTS_FILE} /opt/models/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5
+# IMGSEARCH_DATA_DIR: Lambda can write only under /tmp. IMGSEARCH_FUNCTIONS_DIR: where the `imgsearch` CLI
+# (worker, webhook and serve in infra/docker-compose.yml) finds functions/<name>/app.py.
+ENV IMGSEARCH_VGG19_WEIGHTS=/opt/models/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5 \
+    IMGSEARCH_DATA_DIR=/tmp/imgsearch \
+    IMGSEARCH_FUNCTIONS_DIR=/opt/imgsearch/functions \
+    TF_CPP_MIN_LOG_LEVEL=2
+
+COPY functions/extract/requirements.txt /tmp/requirements/extract.txt
+COPY functions/search/requirements.txt /tmp/requirements/search.txt
+RUN pip install --no-cache-dir -r /tmp/requirements/extract.txt -r /tmp/requirements/search.txt \
+    && rm -rf /tmp/requirements
+COPY functions /opt/imgsearch/functions
+
+
+FROM base AS extract
+COPY functions/extract/ ${LAMBDA_TASK_ROOT}/
+CMD ["app.handler"]
+
+
+FROM base AS search
+COPY functions/search/ ${LAMBDA_TASK_ROOT}/
+CMD ["app.app"]

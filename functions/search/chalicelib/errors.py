@@ -1,0 +1,91 @@
+"""Every error the API answers, as JSON {"message": ..., "code": ...}, from ONE table of class -> HTTP status.
+
+The core's typed errors say what happened; this table says what HTTP makes of it. Problems the adapter finds in
+the request itself (a missing file, a bad parameter, a missing API key) have their own small classes here.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from chalice import Response
+
+from imgsearch.errors import (BadImageError, ConfigError, ImageTooLargeError, ImgSearchError, InvalidRequestError,
+                              NotFoundError,
+                              TransientError)
+
+log = logging.getLogger("imgsearch.api")
+
+
+class ApiError(Exception):
+    """Something wrong with the request, found before the core is called."""
+
+
+class BadRequest(ApiError):
+    """A parameter is missing or out of range, or the body is malformed."""
+
+
+class MissingApiKey(ApiError):
+    """An API key is configured and the request has no x-api-key header."""
+
+
+class WrongApiKey(ApiError):
+    """The x-api-key header does not match the configured key."""
+
+
+class UnsupportedMediaType(ApiError):
+    """The request body has a Content-Type this route does not accept."""
+
+
+class ServerMisconfigured(Exception):
+    """The service's own settings are unusable (an operator must fix the environment)."""
+
+
+# (error class, HTTP status, code). First match wins, so subclasses come before their bases:
+# ImageTooLargeError is a BadImageError, BackendUnavailableError is a TransientError.
+ERROR_TABLE: tuple[tuple[type[BaseException], int, str], ...] = (
+    (BadRequest, 400, "bad_request"),
+    (MissingApiKey, 401, "missing_api_key"),
+    (WrongApiKey, 403, "wrong_api_key"),
+    (UnsupportedMediaType, 415, "unsupported_media_type"),
+    (ImageTooLargeError, 413, "image_too_large"),
+    (BadImageError, 415, "bad_image"),
+    (NotFoundError, 404, "not_found"),
+    (InvalidRequestError, 400, "bad_request"),  # the core's own check of request values (page, min_score, mode)
+    (TransientError, 503, "unavailable"),  # the index or object store is down: retry later
+    (ServerMisconfigured, 500, "server_misconfigured"),
+    (ConfigError, 500, "server_misconfigured"),  # e.g. exact search on a server without painless
+    (ImgSearchError, 500, "internal_error"),  # e.g. WeightsError, IncompatibleIndexError: the operator must act
+)
+RETRY_AFTER_SECONDS = 5
+_CHALICE_CODES = {"UnsupportedMediaType": "unsupported_media_type", "MethodNotAllowedError": "method_not_allowed",
+                  "BadRequest": "bad_request", "InternalServerError": "internal_error"}
+
+
+def status_of(exc: BaseException) -> tuple[int, str]:
+    for cls, status, code in ERROR_TABLE:
+        if isinstance(exc, cls):
+            return status, code
+    return 500, "internal_error"
+
+
+def error_response(exc: BaseException) -> Response:
+    status, code = status_of(exc)
+    if isinstance(exc, (ApiError, ImgSearchError, ServerMisconfigured)):
+        message = str(exc)
+    else:  # a bug: log the traceback, tell the client nothing about our internals
+        log.error("unexpected error", exc_info=exc)
+        message = "internal error; the server log has the details"
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else {}
+    return Response(body={"message": message, "code": code}, status_code=status, headers=headers)
+
+
+def reshape_chalice_error(response: Response) -> Response:
+    """Chalice answers some requests itself ({"Code": ..., "Message": ...}, e.g. 415 for a Content-Type a route
+    does not declare): give those the same shape as ours."""
+    body = response.body
+    if isinstance(body, dict) and set(body) == {"Code", "Message"}:
+        code = _CHALICE_CODES.get(body["Code"]) or re.sub(r"(?<!^)(?=[A-Z])", "_", str(body["Code"])).lower()
+        response.body = {"message": body["Message"], "code": code}
+    return response

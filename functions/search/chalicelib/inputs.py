@@ -1,0 +1,240 @@
+"""Reading requests: the query image (multipart, raw body or base64 JSON), search parameters, image references.
+
+Everything here only translates HTTP into plain values for the core and raises chalicelib.errors classes (or the
+core's ImageTooLargeError) for what is wrong with the request; nothing here decodes an image.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from dataclasses import dataclass, field
+from email import policy
+from email.parser import BytesParser
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import unquote
+
+from imgsearch.config import SEARCH_MODES, Settings
+from imgsearch.errors import ImageTooLargeError
+
+from .errors import BadRequest, UnsupportedMediaType
+
+MULTIPART = "multipart/form-data"
+JSON = "application/json"
+# What the core decodes (imgsearch.images.SUPPORTED_FORMATS); image/jpg is a common misspelling of image/jpeg.
+IMAGE_TYPES = ("image/jpeg", "image/jpg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff")
+RAW_TYPES = (*IMAGE_TYPES, "application/octet-stream")  # the decoder sniffs the format from the bytes
+UPLOAD_CONTENT_TYPES = [MULTIPART, JSON, *RAW_TYPES]
+BINARY_TYPES = [*RAW_TYPES, MULTIPART]  # bodies API Gateway must hand over base64-encoded, untouched
+
+FILE_FIELD = "file"
+DEFAULT_PAGE_SIZE = 10
+MAX_RESULT_WINDOW = 10_000  # Elasticsearch's default index.max_result_window: from + size must stay within it
+_ENVELOPE = 64 * 1024  # room for multipart headers and form fields around the image
+_NO_IMAGE = ("no image: send multipart/form-data with a 'file' field, a raw image body with Content-Type "
+             "image/jpeg (png, webp, gif, bmp, tiff), or JSON {\"image\": \"<base64>\"}")
+
+
+@dataclass(frozen=True)
+class Upload:
+    image: bytes
+    fields: dict[str, Any] = field(default_factory=dict)  # query string, overridden by form fields / JSON keys
+
+
+def read_upload(request, *, max_bytes: int) -> Upload:
+    """The query image and the parameters that came with it; the size limit is checked before any parsing."""
+    content_type = request.headers.get("content-type") or ""
+    mime = content_type.split(";", 1)[0].strip().lower()
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit():
+        _check_body_size(int(declared), mime, max_bytes)
+    body = request.raw_body or b""
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    _check_body_size(len(body), mime, max_bytes)
+    fields: dict[str, Any] = dict(query_params(request))
+    if mime == MULTIPART:
+        parts = parse_multipart(content_type, body)
+        image = parts.pop(FILE_FIELD, None)
+        fields.update({name: data.decode("utf-8", "replace") for name, data in parts.items()})
+    elif mime == JSON:
+        document = _json_object(body)
+        image = _base64_image(document.pop("image", None))
+        fields.update(document)
+    elif mime in RAW_TYPES:
+        image = body
+    else:
+        raise UnsupportedMediaType(f"unsupported Content-Type {mime or '(none)'!r}; use one of "
+                                   f"{', '.join(UPLOAD_CONTENT_TYPES)}")
+    if image is None:
+        raise BadRequest(_NO_IMAGE)
+    if not image:
+        raise BadRequest("the uploaded image is empty (0 bytes)")
+    if len(image) > max_bytes:
+        raise ImageTooLargeError(_too_large("the image", len(image), max_bytes))
+    return Upload(image, fields)
+
+
+def _check_body_size(size: int, mime: str, max_bytes: int) -> None:
+    if mime == JSON:
+        allowed = math.ceil(max_bytes / 3) * 4 + _ENVELOPE  # base64 grows the image by 4/3
+    elif mime == MULTIPART:
+        allowed = max_bytes + _ENVELOPE
+    else:
+        allowed = max_bytes
+    if size > allowed:
+        raise ImageTooLargeError(_too_large("the request body", size, max_bytes))
+
+
+def _too_large(what: str, size: int, max_bytes: int) -> str:
+    return (f"{what} is {size} bytes; this service accepts images of at most {max_bytes} bytes "
+            f"(IMGSEARCH_MAX_IMAGE_BYTES)")
+
+
+def parse_multipart(content_type: str, body: bytes) -> dict[str, bytes]:
+    """multipart/form-data -> {field name: raw bytes}, with the standard library's MIME parser."""
+    if "boundary=" not in content_type:
+        raise BadRequest("multipart/form-data without a boundary parameter in Content-Type")
+    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1", "replace")
+    message = BytesParser(policy=policy.default).parsebytes(head + body)
+    if not message.is_multipart():
+        raise BadRequest("the multipart/form-data body could not be parsed")
+    parts: dict[str, bytes] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if name:
+            parts[str(name)] = part.get_payload(decode=True) or b""
+    return parts
+
+
+def _json_object(body: bytes) -> dict:
+    try:
+        document = json.loads(body or b"null")
+    except ValueError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise BadRequest("the JSON body must be an object: {\"image\": \"<base64>\", ...parameters}")
+    return document
+
+
+def _base64_image(value: Any) -> bytes | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadRequest("'image' must be a base64 string")
+    if value.startswith("data:"):  # a data URL, as browsers' FileReader.readAsDataURL produce
+        value = value.partition(",")[2]
+    try:
+        return base64.b64decode("".join(value.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest("'image' is not valid base64") from None
+
+
+def query_params(request) -> dict[str, str]:
+    """The query string, last value of each name."""
+    return dict(request.query_params or {})
+
+
+# -- search parameters -------------------------------------------------------------------------------------
+def search_options(fields: Mapping[str, Any], *, max_page_size: int) -> dict:
+    """/search, /similar: min_score, page, page_size, mode, prefix -> keyword arguments of ImageSearch."""
+    options = {
+        "min_score": number(fields, "min_score", -1.0, 1.0),
+        "page": integer(fields, "page", 1, MAX_RESULT_WINDOW, default=1),
+        "page_size": integer(fields, "page_size", 1, max_page_size, default=min(DEFAULT_PAGE_SIZE, max_page_size)),
+        "mode": choice(fields, "mode", SEARCH_MODES),
+        "key_prefix": _text(fields.get("prefix")) or None,
+    }
+    _check_window(options, "page", "page_size")
+    return options
+
+
+def demo_options(fields: Mapping[str, Any], *, max_page_size: int) -> dict:
+    """/searchByImage keeps the original demo's names and defaults: score (0.8), page (1-based), pageSize (10)."""
+    options = {
+        "min_score": number(fields, "score", -1.0, 1.0, default=0.8),
+        "page": integer(fields, "page", 1, MAX_RESULT_WINDOW, default=1),
+        "page_size": integer(fields, "pageSize", 1, max_page_size, default=min(DEFAULT_PAGE_SIZE, max_page_size)),
+    }
+    _check_window(options, "page", "pageSize")
+    return options
+
+
+def _check_window(options: dict, page_name: str, size_name: str) -> None:
+    if options["page"] * options["page_size"] > MAX_RESULT_WINDOW:
+        raise BadRequest(f"{page_name} x {size_name} must be at most {MAX_RESULT_WINDOW}; "
+                         f"got {options['page']} x {options['page_size']}")
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.strip() if isinstance(value, str) else str(value)
+
+
+def _present(fields: Mapping[str, Any], name: str) -> Any:
+    value = fields.get(name)
+    return None if value is None or (isinstance(value, str) and not value.strip()) else value
+
+
+def number(fields: Mapping[str, Any], name: str, low: float, high: float, *, default: float | None = None):
+    value = _present(fields, name)
+    if value is None:
+        return default
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        parsed = float(value)
+    except (TypeError, ValueError):
+        raise BadRequest(f"{name} must be a number between {low:g} and {high:g}, got {value!r}") from None
+    if not (math.isfinite(parsed) and low <= parsed <= high):
+        raise BadRequest(f"{name} must be between {low:g} and {high:g}, got {value!r}")
+    return parsed
+
+
+def integer(fields: Mapping[str, Any], name: str, low: int, high: int, *, default: int) -> int:
+    value = _present(fields, name)
+    if value is None:
+        return default
+    try:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        parsed = int(value.strip()) if isinstance(value, str) else int(value)
+    except (TypeError, ValueError):
+        raise BadRequest(f"{name} must be a whole number from {low} to {high}, got {value!r}") from None
+    if not low <= parsed <= high:
+        raise BadRequest(f"{name} must be from {low} to {high}, got {parsed}")
+    return parsed
+
+
+def choice(fields: Mapping[str, Any], name: str, allowed: tuple[str, ...]) -> str | None:
+    value = _text(_present(fields, name))
+    if value is not None and value not in allowed:
+        raise BadRequest(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+# -- indexed images ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ImageRef:
+    bucket: str
+    key: str
+
+
+def image_ref(request, settings: Settings, path_key: str | None = None) -> ImageRef:
+    """Which indexed image a request names: the key from the path (percent-encoded, decoded once here) or from
+    ?key=, the bucket from ?bucket= or the configured default. Folder buckets are absolute paths."""
+    params = query_params(request)
+    key = unquote(path_key) if path_key is not None else params.get("key")
+    if not key:
+        raise BadRequest("say which image: /images/{key} with the key percent-encoded, or ?key=")
+    bucket = (params.get("bucket") or settings.bucket or "").strip()
+    if not bucket:
+        raise BadRequest("say which bucket or folder the image is in: ?bucket= (no IMGSEARCH_BUCKET is set)")
+    bucket = bucket.removeprefix("s3://")
+    if bucket.startswith("/"):  # folders are indexed under their resolved absolute path
+        bucket = str(Path(bucket).resolve())
+    return ImageRef(bucket, key)

@@ -1,0 +1,226 @@
+"""The OpenAPI 3.0 document of the search API, served at GET /openapi.json.
+
+tests/api checks that it is a valid OpenAPI document and that its paths and methods are exactly the app's routes.
+The limits that depend on settings (page size, image bytes) are filled in when the document is served.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from .inputs import DEFAULT_PAGE_SIZE, IMAGE_TYPES, MAX_RESULT_WINDOW
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _error(description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": _ERROR}}}
+
+
+def _json(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _ref(kind: str, name: str) -> dict:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+_UPLOAD_BODY = {
+    "required": True,
+    "description": "The query image, in one of three ways. Parameters may also be sent as form fields or JSON keys "
+                   "(they override the query string).",
+    "content": {
+        "multipart/form-data": {"schema": {
+            "type": "object", "required": ["file"],
+            "properties": {"file": {"type": "string", "format": "binary", "description": "the image"}},
+            "additionalProperties": {"type": "string"}}},
+        "application/json": {"schema": {
+            "type": "object", "required": ["image"],
+            "properties": {"image": {"type": "string", "format": "byte",
+                                     "description": "the image, base64 (a data: URL is accepted too)"}},
+            "additionalProperties": True}},
+        **{mime: {"schema": {"type": "string", "format": "binary"}}
+           for mime in (*IMAGE_TYPES, "application/octet-stream")},
+    },
+}
+
+_UPLOAD_ERRORS = {
+    "400": _ref("responses", "BadRequest"),
+    "401": _ref("responses", "MissingApiKey"),
+    "403": _ref("responses", "WrongApiKey"),
+    "413": _ref("responses", "TooLarge"),
+    "415": _ref("responses", "UnsupportedImage"),
+    "503": _ref("responses", "Unavailable"),
+}
+_LOOKUP_ERRORS = {
+    "400": _ref("responses", "BadRequest"),
+    "401": _ref("responses", "MissingApiKey"),
+    "403": _ref("responses", "WrongApiKey"),
+    "404": _ref("responses", "NotFound"),
+    "503": _ref("responses", "Unavailable"),
+}
+_SEARCH_PARAMS = [_ref("parameters", name) for name in ("MinScore", "Page", "PageSize", "Mode", "Prefix")]
+_BY_PATH = [_ref("parameters", "KeyInPath"), _ref("parameters", "Bucket")]
+_BY_QUERY = [_ref("parameters", "KeyInQuery"), _ref("parameters", "Bucket")]
+
+_IMAGE_CONTENT = {
+    "200": {"description": "the image's bytes (folder storage)",
+            "content": {mime: {"schema": {"type": "string", "format": "binary"}}
+                        for mime in (*IMAGE_TYPES, "application/octet-stream")}},
+    "302": {"description": "S3 storage: a redirect to the object's presigned URL",
+            "headers": {"Location": {"schema": {"type": "string"}}}},
+    **_LOOKUP_ERRORS,
+}
+
+
+def _similar(summary: str, key_params: list) -> dict:
+    return {"get": {"summary": summary, "tags": ["search"], "parameters": [*key_params, *_SEARCH_PARAMS],
+                    "responses": {"200": _json(_ref("schemas", "SearchResults"), "hits, best first; the image "
+                                               "itself is left out"), **_LOOKUP_ERRORS}}}
+
+
+def _describe(summary: str, key_params: list) -> dict:
+    return {"get": {"summary": summary, "tags": ["images"], "parameters": key_params,
+                    "responses": {"200": _json(_ref("schemas", "ImageInfo"), "what the index knows of the image"),
+                                  **_LOOKUP_ERRORS}}}
+
+
+def _content(summary: str, key_params: list) -> dict:
+    return {"get": {"summary": summary, "tags": ["images"], "parameters": key_params,
+                    "responses": copy.deepcopy(_IMAGE_CONTENT)}}
+
+
+OPENAPI: dict = {
+    "openapi": "3.0.3",
+    "info": {
+        "title": "imgsearch search API",
+        "version": "1.0.0",
+        "description": (
+            "Search images by image: VGG19 features, cosine similarity. Scores are cosine similarities in [-1, 1]. "
+            "Keys may contain '/': in a path, percent-encode them (encodeURIComponent); the ?key= forms take any key. "
+            "When the service has an API key, every route except GET / and GET /health needs the x-api-key header. "
+            "On AWS, API Gateway accepts request bodies up to 10 MB and Lambda synchronous payloads up to 6 MB "
+            "(binary bodies arrive base64-encoded, so about 4.5 MB of image); IMGSEARCH_MAX_IMAGE_BYTES sets this "
+            "service's own limit."),
+    },
+    "servers": [{"url": "/"}],
+    "tags": [{"name": "search"}, {"name": "images"}, {"name": "service"}],
+    "security": [{}, {"ApiKey": []}],
+    "paths": {
+        "/search": {"post": {
+            "summary": "Search with an uploaded image", "tags": ["search"], "parameters": _SEARCH_PARAMS,
+            "requestBody": _UPLOAD_BODY,
+            "responses": {"200": _json(_ref("schemas", "SearchResults"), "hits, best first"), **_UPLOAD_ERRORS}}},
+        "/searchByImage": {"post": {
+            "summary": "The original demo's search (kept for its clients)", "tags": ["search"],
+            "parameters": [
+                {"name": "score", "in": "query", "description": "lowest cosine similarity to return",
+                 "schema": {"type": "number", "minimum": -1, "maximum": 1, "default": 0.8}},
+                {"name": "page", "in": "query", "description": "1-based page number",
+                 "schema": {"type": "integer", "minimum": 1, "default": 1}},
+                {"name": "pageSize", "in": "query", "description": "hits per page",
+                 "schema": {"type": "integer", "minimum": 1, "default": DEFAULT_PAGE_SIZE}}],
+            "requestBody": _UPLOAD_BODY,
+            "responses": {"200": _json({"type": "array", "items": _ref("schemas", "DemoHit")}, "hits, best first"),
+                          **_UPLOAD_ERRORS}}},
+        "/images/{key}/similar": _similar("More like an indexed image (key in the path)", _BY_PATH),
+        "/similar": _similar("More like an indexed image (?key=)", _BY_QUERY),
+        "/images/{key}": _describe("Metadata and URL of an indexed image (key in the path)", _BY_PATH),
+        "/image": _describe("Metadata and URL of an indexed image (?key=)", _BY_QUERY),
+        "/images/{key}/content": _content("The bytes of an indexed image (key in the path)", _BY_PATH),
+        "/image/content": _content("The bytes of an indexed image (?key=)", _BY_QUERY),
+        "/stats": {"get": {
+            "summary": "Index statistics", "tags": ["service"],
+            "responses": {"200": _json(_ref("schemas", "Stats"), "document count, model and backend"),
+                          "401": _ref("responses", "MissingApiKey"), "403": _ref("responses", "WrongApiKey"),
+                          "503": _ref("responses", "Unavailable")}}},
+        "/health": {"get": {
+            "summary": "Is the index (and the configured bucket) reachable?", "tags": ["service"], "security": [],
+            "responses": {"200": _json(_ref("schemas", "Health"), "everything answers"),
+                          "503": _json(_ref("schemas", "Health"), "a part is down; `down` names it")}}},
+        "/openapi.json": {"get": {
+            "summary": "This document", "tags": ["service"],
+            "responses": {"200": {"description": "an OpenAPI 3.0 document",
+                                  "content": {"application/json": {"schema": {"type": "object"}}}},
+                          "401": _ref("responses", "MissingApiKey"), "403": _ref("responses", "WrongApiKey")}}},
+        "/": {"get": {
+            "summary": "The search web page", "tags": ["service"], "security": [],
+            "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+    },
+    "components": {
+        "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}},
+        "parameters": {
+            "MinScore": {"name": "min_score", "in": "query", "description": "lowest cosine similarity to return",
+                         "schema": {"type": "number", "minimum": -1, "maximum": 1}},
+            "Page": {"name": "page", "in": "query", "description": "1-based page number",
+                     "schema": {"type": "integer", "minimum": 1, "default": 1}},
+            "PageSize": {"name": "page_size", "in": "query", "description": "hits per page",
+                         "schema": {"type": "integer", "minimum": 1, "default": DEFAULT_PAGE_SIZE}},
+            "Mode": {"name": "mode", "in": "query", "description": "exact (brute force) or knn (approximate); "
+                     "default: the service's IMGSEARCH_SEARCH_MODE", "schema": {"type": "string",
+                                                                                 "enum": ["exact", "knn"]}},
+            "Prefix": {"name": "prefix", "in": "query", "description": "only keys starting with this",
+                       "schema": {"type": "string"}},
+            "Bucket": {"name": "bucket", "in": "query", "description": "the bucket (or absolute folder path) the "
+                       "image is in; default: the service's IMGSEARCH_BUCKET", "schema": {"type": "string"}},
+            "KeyInPath": {"name": "key", "in": "path", "required": True,
+                          "description": "the object key, percent-encoded ('/' as %2F)", "schema": {"type": "string"}},
+            "KeyInQuery": {"name": "key", "in": "query", "required": True, "description": "the object key",
+                           "schema": {"type": "string"}},
+        },
+        "responses": {
+            "BadRequest": _error("a parameter is missing or out of range, or the body has no image"),
+            "MissingApiKey": _error("the service has an API key and the request has no x-api-key header"),
+            "WrongApiKey": _error("the x-api-key header is wrong"),
+            "NotFound": _error("no such image in the index"),
+            "TooLarge": _error("the image is over the service's byte or pixel limit"),
+            "UnsupportedImage": _error("not an image we can decode (corrupt, truncated, unknown format), or a "
+                                       "Content-Type this route does not accept"),
+            "Unavailable": {**_error("the index or object store is down; retry later"),
+                            "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
+        },
+        "schemas": {
+            "Error": {"type": "object", "required": ["message", "code"], "properties": {
+                "message": {"type": "string"}, "code": {"type": "string", "example": "bad_image"}}},
+            "Hit": {"type": "object", "required": ["score", "key", "bucket", "url", "id"], "properties": {
+                "score": {"type": "number", "minimum": -1, "maximum": 1, "description": "cosine similarity"},
+                "key": {"type": "string"}, "bucket": {"type": "string"},
+                "url": {"type": "string", "description": "presigned https URL (S3) or file:// URL (folder)"},
+                "size": {"type": "integer", "nullable": True}, "width": {"type": "integer", "nullable": True},
+                "height": {"type": "integer", "nullable": True},
+                "content_type": {"type": "string", "nullable": True}, "id": {"type": "string"}}},
+            "SearchResults": {"type": "object", "required": ["hits", "total", "page", "page_size", "took_ms"],
+                              "properties": {
+                                  "hits": {"type": "array", "items": _ref("schemas", "Hit")},
+                                  "total": {"type": "integer", "description": "hits at or above min_score, all pages"},
+                                  "page": {"type": "integer"}, "page_size": {"type": "integer"},
+                                  "took_ms": {"type": "number"}}},
+            "DemoHit": {"type": "object", "required": ["score", "imageName", "imageUrl"], "properties": {
+                "score": {"type": "number"}, "imageName": {"type": "string"}, "imageUrl": {"type": "string"}}},
+            "ImageInfo": {"type": "object", "required": ["id", "bucket", "key", "url"], "properties": {
+                "id": {"type": "string"}, "bucket": {"type": "string"}, "key": {"type": "string"},
+                "etag": {"type": "string", "nullable": True}, "size": {"type": "integer", "nullable": True},
+                "width": {"type": "integer", "nullable": True}, "height": {"type": "integer", "nullable": True},
+                "content_type": {"type": "string", "nullable": True}, "model_id": {"type": "string"},
+                "indexed_at": {"type": "string"}, "url": {"type": "string"}}},
+            "Stats": {"type": "object", "required": ["documents", "model_id", "backend"], "properties": {
+                "documents": {"type": "integer"}, "model_id": {"type": "string"}, "backend": {"type": "string"}}},
+            "Health": {"type": "object", "required": ["ok", "down", "index"], "properties": {
+                "ok": {"type": "boolean"}, "down": {"type": "array", "items": {"type": "string"}},
+                "index": {"type": "object", "properties": {"ok": {"type": "boolean"}}, "additionalProperties": True},
+                "storage": {"type": "object", "properties": {"ok": {"type": "boolean"}},
+                            "additionalProperties": True}}},
+        },
+    },
+}
+
+
+def document(*, base_path: str = "/", max_page_size: int, max_image_bytes: int) -> dict:
+    """OPENAPI with this deployment's base path and limits filled in."""
+    doc = copy.deepcopy(OPENAPI)
+    doc["servers"] = [{"url": base_path or "/"}]
+    doc["components"]["parameters"]["PageSize"]["schema"]["maximum"] = max_page_size
+    doc["components"]["parameters"]["Page"]["schema"]["maximum"] = MAX_RESULT_WINDOW
+    doc["paths"]["/searchByImage"]["post"]["parameters"][2]["schema"]["maximum"] = max_page_size
+    doc["components"]["responses"]["TooLarge"]["description"] += f" ({max_image_bytes} bytes)"
+    return doc

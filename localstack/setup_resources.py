@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""Create what imgsearch needs on an S3/SQS emulator (LocalStack, moto server, MinIO); safe to re-run.
+
+- the images bucket;
+- a dead-letter queue and the events queue (redrive after 3 receives), with a policy letting S3 send;
+- the bucket notification: s3:ObjectCreated:* and s3:ObjectRemoved:* -> the events queue.
+
+With IMGSEARCH_NOTIFY_ARN set (MinIO: arn:minio:sqs::IMGSEARCH:webhook) the notification goes to that
+target instead and no queues are made. Prints KEY=VALUE lines for the environment of the worker.
+
+Environment: AWS_ENDPOINT_URL (required: this script is for emulators; on AWS, template.yaml does this),
+AWS_DEFAULT_REGION (us-east-1), IMGSEARCH_BUCKET (images), IMGSEARCH_QUEUE (imgsearch-events),
+IMGSEARCH_DEAD_LETTER_QUEUE (imgsearch-events-dlq), IMGSEARCH_NOTIFY_ARN (unset).
+Credentials default to test/test, which LocalStack and moto accept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+NOTIFICATION_ID = "imgsearch"
+EVENTS = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]
+# Locally a failed message comes back after a minute; on AWS the queue uses 6x the function timeout.
+VISIBILITY_TIMEOUT = "60"
+
+
+def main() -> int:
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    if not endpoint:
+        print("setup_resources: set AWS_ENDPOINT_URL to the emulator (e.g. http://127.0.0.1:4566)", file=sys.stderr)
+        return 2
+    region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
+    bucket = os.environ.get("IMGSEARCH_BUCKET") or "images"
+    # Standard retries also cover "connection refused" while the emulator is still starting.
+    config = Config(region_name=region, retries={"mode": "standard", "max_attempts": 10},
+                    s3={"addressing_style": "path"})  # MinIO and LocalStack without DNS need path style
+    s3 = boto3.client("s3", endpoint_url=endpoint, config=config)
+
+    ensure_bucket(s3, bucket, region)
+    target = os.environ.get("IMGSEARCH_NOTIFY_ARN")
+    output = {"IMGSEARCH_BUCKET": bucket}
+    if not target:
+        sqs = boto3.client("sqs", endpoint_url=endpoint, config=config)
+        dlq_url = ensure_queue(sqs, os.environ.get("IMGSEARCH_DEAD_LETTER_QUEUE") or "imgsearch-events-dlq",
+                               {"MessageRetentionPeriod": "1209600"})
+        dlq_arn = queue_arn(sqs, dlq_url)
+        queue_url = ensure_queue(sqs, os.environ.get("IMGSEARCH_QUEUE") or "imgsearch-events", {
+            "VisibilityTimeout": VISIBILITY_TIMEOUT,
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3}),
+        })
+        target = queue_arn(sqs, queue_url)
+        sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": s3_may_send(target, bucket)})
+        output.update(IMGSEARCH_QUEUE_URL=queue_url, IMGSEARCH_DEAD_LETTER_QUEUE_URL=dlq_url)
+    ensure_notification(s3, bucket, target)
+    for key, value in output.items():
+        print(f"{key}={value}")
+    return 0
+
+
+def ensure_bucket(s3, bucket: str, region: str) -> None:
+    try:
+        s3.head_bucket(Bucket=bucket)
+        return
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] not in ("404", "NoSuchBucket", "NotFound"):
+            raise
+    extra = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+    try:
+        s3.create_bucket(Bucket=bucket, **extra)
+    except ClientError as exc:  # created meanwhile by a concurrent run
+        if exc.response["Error"]["Code"] != "BucketAlreadyOwnedByYou":
+            raise
+
+
+def ensure_queue(sqs, name: str, attributes: dict[str, str]) -> str:
+    """Create the queue, or bring an existing one to these attributes (create_queue alone would refuse
+    an existing queue whose attributes differ)."""
+    try:
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    except ClientError as exc:
+        if "NonExistentQueue" not in exc.response["Error"]["Code"]:
+            raise
+        return sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
+    return url
+
+
+def queue_arn(sqs, url: str) -> str:
+    return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+
+def s3_may_send(queue: str, bucket: str) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Sid": "ImagesBucketNotifications", "Effect": "Allow", "Principal": {"Service": "s3.amazonaws.com"},
+        "Action": "sqs:SendMessage", "Resource": queue,
+        "Condition": {"ArnEquals": {"aws:SourceArn": f"arn:aws:s3:::{bucket}"}},
+    }]})
+
+
+def ensure_notification(s3, bucket: str, target: str) -> None:
+    """Replace our own entry and keep any other notifications the bucket has."""
+    current = s3.get_bucket_notification_configuration(Bucket=bucket)
+    current.pop("ResponseMetadata", None)
+    queues = [q for q in current.get("QueueConfigurations", []) if q.get("Id") != NOTIFICATION_ID]
+    queues.append({"Id": NOTIFICATION_ID, "QueueArn": target, "Events": EVENTS})
+    s3.put_bucket_notification_configuration(Bucket=bucket,
+                                             NotificationConfiguration={**current, "QueueConfigurations": queues})
+
+
+if __name__ == "__main__":
+    sys.exit(main())

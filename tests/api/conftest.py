@@ -1,0 +1,77 @@
+"""The search API over real HTTP: functions/search/app.py served by Chalice's LocalDevServer on 127.0.0.1, in a
+thread, with an ImageSearch on the embedded backend that has indexed the seed folder with the real model."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from imgsearch.config import Settings
+
+
+@pytest.fixture(scope="session")
+def search_module():
+    """functions/search/app.py, imported the way `imgsearch serve` imports it."""
+    from imgsearch.local import load_function
+
+    return load_function("search")
+
+
+@pytest.fixture(scope="session")
+def seed_dir(seed_paths) -> Path:
+    return seed_paths[0].parent.resolve()
+
+
+@pytest.fixture(scope="session")
+def seed_service(tmp_path_factory, embedder, weights_path, seed_dir, seed_paths):
+    """An ImageSearch over a fresh embedded index holding the seed images; the seed folder is the default bucket."""
+    from imgsearch.pipeline import ImageSearch
+    from imgsearch.storage import FolderStorage
+
+    settings = Settings.from_env({}, data_dir=tmp_path_factory.mktemp("api-data"), weights=weights_path,
+                                 bucket=str(seed_dir))
+    service = ImageSearch(settings, embedder=embedder)
+    service.index.ensure_index()
+    report = service.index_source(FolderStorage(seed_dir))
+    assert report.indexed == len(seed_paths) and not report.failed, report.to_dict()
+    yield service
+    service.close()
+
+
+@pytest.fixture(scope="session")
+def api_server(search_module):
+    """The base URL of the app served over HTTP (whatever service is in use at the time of each request)."""
+    from chalice.config import Config
+    from chalice.local import LocalDevServer
+
+    server = LocalDevServer(search_module.app, Config.create(), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.server.serve_forever, name="search-api", daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server.server_address[1]}"
+    server.shutdown()
+    server.server.server_close()
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def api(api_server, search_module, seed_service) -> str:
+    """The base URL, serving seed_service; whatever a test swaps in with use_service is undone afterwards."""
+    search_module.use_service(seed_service)
+    yield api_server
+    search_module.use_service(seed_service)
+
+
+@pytest.fixture
+def variant(search_module, seed_service):
+    """Serve the seed index and model under other settings: variant(max_image_bytes=...), or another index."""
+    from imgsearch.pipeline import ImageSearch
+
+    def serve(*, index=None, **settings_changes):
+        service = ImageSearch(seed_service.settings.replace(**settings_changes), embedder=seed_service.embedder,
+                              index=index or seed_service.index)
+        search_module.use_service(service)
+        return service
+
+    return serve
