@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 
 import boto3
+import numpy as np
 
 
 def reencoded_copy(path: Path, *, quality: int = 70, scale: float = 0.5, crop: float = 0.05) -> bytes:
@@ -36,3 +37,31 @@ def make_bucket_with_queue(endpoint: str, bucket: str) -> dict:
     s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={"QueueConfigurations": [
         {"QueueArn": arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}]})
     return {"s3": s3, "sqs": sqs, "queue": queue, "dlq": dlq}
+
+
+class ColourEmbedder:
+    """Mean colour -> a 512-d unit vector; counts its calls so skipping work is observable."""
+
+    model_id = "fake-colour"
+    dim = 512
+
+    def __init__(self):
+        self.embedded = 0
+
+    def embed(self, images):
+        self.embedded += len(images)
+        rows = np.zeros((len(images), 512), np.float32)
+        for i, image in enumerate(images):
+            rows[i, :3] = np.asarray(image, np.float32).reshape(-1, 3).mean(axis=0) + 1
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+    def embed_one(self, image):
+        return self.embed([image])[0]
+
+
+def png(colour) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (32, 32), colour).save(out, format="PNG")
+    return out.getvalue()

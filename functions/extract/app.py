@@ -21,7 +21,8 @@ from imgsearch.events import ObjectChange, parse_notification
 from imgsearch.pipeline import ImageSearch
 
 logger = Logger(service="imgsearch-extract")
-processor = BatchProcessor(event_type=EventType.SQS)
+# Report every failure as batchItemFailures, even a whole failed batch (no exception: one shape to handle).
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 _service: ImageSearch | None = None

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import io
-
-import numpy as np
 import pytest
-from PIL import Image
 
 from imgsearch.config import Settings
 from imgsearch.errors import BadImageError, ConfigError, NotFoundError
@@ -14,31 +10,7 @@ from imgsearch.index import doc_id
 from imgsearch.pipeline import ImageSearch
 from imgsearch.storage import FolderStorage
 
-
-class ColourEmbedder:
-    """Mean colour -> a 512-d unit vector; counts its calls so skipping work is observable."""
-
-    model_id = "fake-colour"
-    dim = 512
-
-    def __init__(self):
-        self.embedded = 0
-
-    def embed(self, images):
-        self.embedded += len(images)
-        rows = np.zeros((len(images), 512), np.float32)
-        for i, image in enumerate(images):
-            rows[i, :3] = np.asarray(image, np.float32).reshape(-1, 3).mean(axis=0) + 1
-        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
-
-    def embed_one(self, image):
-        return self.embed([image])[0]
-
-
-def png(colour) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (32, 32), colour).save(out, format="PNG")
-    return out.getvalue()
+from helpers import ColourEmbedder, png
 
 
 @pytest.fixture

@@ -73,6 +73,7 @@ def load_vgg19(weights: str | None):
         source = weights
     else:
         source = "imagenet"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter, unless asked for
     import keras
 
     try:

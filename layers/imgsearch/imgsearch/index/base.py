@@ -14,7 +14,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import InvalidRequestError
+from ..errors import IncompatibleIndexError, InvalidRequestError
 
 
 def doc_id(bucket: str, key: str) -> str:
@@ -121,6 +121,17 @@ class IndexBackend(ABC):
     """A vector index of ImageDocuments keyed by doc_id(bucket, key)."""
 
     name: str
+    dim: int
+    model_id: str
+
+    def checked_vector(self, doc: ImageDocument) -> np.ndarray:
+        """The document's vector as float32 (512,), or IncompatibleIndexError if it does not belong here."""
+        vector = np.asarray(doc.vector, dtype=np.float32)
+        if vector.shape != (self.dim,):
+            raise IncompatibleIndexError(f"vector of shape {vector.shape}; this index holds ({self.dim},)")
+        if doc.model_id != self.model_id:
+            raise IncompatibleIndexError(f"document of model {doc.model_id!r}; this index holds {self.model_id!r}")
+        return vector
 
     @abstractmethod
     def ensure_index(self) -> None:

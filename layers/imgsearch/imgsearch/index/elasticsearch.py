@@ -160,11 +160,7 @@ class ElasticsearchIndex(IndexBackend):
 
         actions = []
         for doc in documents:
-            vector = np.asarray(doc.vector, dtype=np.float32)
-            if vector.shape != (self.dim,):
-                raise IncompatibleIndexError(f"vector of shape {vector.shape}; this index holds ({self.dim},)")
-            if doc.model_id != self.model_id:
-                raise IncompatibleIndexError(f"document of model {doc.model_id!r}; this index holds {self.model_id!r}")
+            self.checked_vector(doc)
             actions.append({"_op_type": "index", "_index": self.index, "_id": doc.doc_id, "_source": _source(doc)})
         if not actions:
             return

@@ -83,11 +83,7 @@ class EmbeddedIndex(IndexBackend):
     def upsert(self, documents: Sequence[ImageDocument]) -> None:
         rows = []
         for doc in documents:
-            vector = np.asarray(doc.vector, dtype=np.float32)
-            if vector.shape != (self.dim,):
-                raise IncompatibleIndexError(f"vector of shape {vector.shape}; this index holds ({self.dim},)")
-            if doc.model_id != self.model_id:
-                raise IncompatibleIndexError(f"document of model {doc.model_id!r}; this index holds {self.model_id!r}")
+            vector = self.checked_vector(doc)
             rows.append((doc.doc_id, doc.bucket, doc.key, doc.etag, doc.size, doc.width, doc.height,
                          doc.content_type, doc.model_id, doc.indexed_at, vector.tobytes(), doc.local_features))
         if not rows:
