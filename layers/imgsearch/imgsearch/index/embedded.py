@@ -135,11 +135,14 @@ class EmbeddedIndex(IndexBackend):
         if request.exclude_ids:
             keep &= ~np.isin(ids, list(request.exclude_ids))
         candidates = np.flatnonzero(keep)  # (m,)
+        end = request.offset + request.page_size
+        if end < len(candidates):  # only the best `end` need sorting: partition first (10x less work at 100k)
+            candidates = candidates[np.argpartition(-scores[candidates], end - 1)[:end]]
         order = candidates[np.lexsort((ids[candidates], -scores[candidates]))]  # best first, ties by id
-        page = order[request.offset:request.offset + request.page_size]
+        page = order[request.offset:end]
         documents = self._documents([str(ids[i]) for i in page], request.with_local_features)
         hits = [Hit(score=float(scores[i]), document=documents[str(ids[i])]) for i in page]
-        return SearchPage(hits=hits, total=int(len(order)), page=request.page, page_size=request.page_size)
+        return SearchPage(hits=hits, total=int(keep.sum()), page=request.page, page_size=request.page_size)
 
     def _documents(self, doc_ids: list[str], with_local_features: bool) -> dict[str, ImageDocument]:
         if not doc_ids:
