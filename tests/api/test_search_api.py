@@ -18,7 +18,7 @@ from PIL import Image
 
 from helpers import reencoded_copy
 
-HIT_FIELDS = {"score", "key", "bucket", "url", "size", "width", "height", "content_type", "id"}
+HIT_FIELDS = {"score", "key", "bucket", "url", "size", "width", "height", "content_type", "id", "inliers", "verified"}
 TIMEOUT = 120
 
 

@@ -140,13 +140,14 @@ def query_params(request) -> dict[str, str]:
 
 # -- search parameters -------------------------------------------------------------------------------------
 def search_options(fields: Mapping[str, Any], *, max_page_size: int) -> dict:
-    """/search, /similar: min_score, page, page_size, mode, prefix -> keyword arguments of ImageSearch."""
+    """/search, /similar: min_score, page, page_size, mode, prefix, rerank -> keyword arguments of ImageSearch."""
     options = {
         "min_score": number(fields, "min_score", -1.0, 1.0),
         "page": integer(fields, "page", 1, MAX_RESULT_WINDOW, default=1),
         "page_size": integer(fields, "page_size", 1, max_page_size, default=min(DEFAULT_PAGE_SIZE, max_page_size)),
         "mode": choice(fields, "mode", SEARCH_MODES),
         "key_prefix": _text(fields.get("prefix")) or None,
+        "rerank": boolean(fields, "rerank"),
     }
     _check_window(options, "page", "page_size")
     return options
@@ -208,6 +209,16 @@ def integer(fields: Mapping[str, Any], name: str, low: int, high: int, *, defaul
     if not low <= parsed <= high:
         raise BadRequest(f"{name} must be from {low} to {high}, got {parsed}")
     return parsed
+
+
+def boolean(fields: Mapping[str, Any], name: str) -> bool | None:
+    value = _present(fields, name)
+    if value is None or isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text not in ("true", "false", "1", "0"):
+        raise BadRequest(f"{name} must be true or false, got {value!r}")
+    return text in ("true", "1")
 
 
 def choice(fields: Mapping[str, Any], name: str, allowed: tuple[str, ...]) -> str | None:

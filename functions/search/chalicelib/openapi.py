@@ -59,7 +59,7 @@ _LOOKUP_ERRORS = {
     "404": _ref("responses", "NotFound"),
     "503": _ref("responses", "Unavailable"),
 }
-_SEARCH_PARAMS = [_ref("parameters", name) for name in ("MinScore", "Page", "PageSize", "Mode", "Prefix")]
+_SEARCH_PARAMS = [_ref("parameters", name) for name in ("MinScore", "Page", "PageSize", "Mode", "Prefix", "Rerank")]
 _BY_PATH = [_ref("parameters", "KeyInPath"), _ref("parameters", "Bucket")]
 _BY_QUERY = [_ref("parameters", "KeyInQuery"), _ref("parameters", "Bucket")]
 
@@ -161,6 +161,9 @@ OPENAPI: dict = {
                                                                                  "enum": ["exact", "knn"]}},
             "Prefix": {"name": "prefix", "in": "query", "description": "only keys starting with this",
                        "schema": {"type": "string"}},
+            "Rerank": {"name": "rerank", "in": "query", "description": "verify the best candidates with local "
+                       "features and put the geometrically confirmed ones first; default: IMGSEARCH_RERANK",
+                       "schema": {"type": "boolean"}},
             "Bucket": {"name": "bucket", "in": "query", "description": "the bucket (or absolute folder path) the "
                        "image is in; default: the service's IMGSEARCH_BUCKET", "schema": {"type": "string"}},
             "KeyInPath": {"name": "key", "in": "path", "required": True,
@@ -188,7 +191,11 @@ OPENAPI: dict = {
                 "url": {"type": "string", "description": "presigned https URL (S3) or file:// URL (folder)"},
                 "size": {"type": "integer", "nullable": True}, "width": {"type": "integer", "nullable": True},
                 "height": {"type": "integer", "nullable": True},
-                "content_type": {"type": "string", "nullable": True}, "id": {"type": "string"}}},
+                "content_type": {"type": "string", "nullable": True}, "id": {"type": "string"},
+                "inliers": {"type": "integer", "nullable": True,
+                            "description": "matches agreeing on one homography (re-ranked hits only)"},
+                "verified": {"type": "boolean", "nullable": True,
+                             "description": "enough inliers to confirm the same object (re-ranked hits only)"}}},
             "SearchResults": {"type": "object", "required": ["hits", "total", "page", "page_size", "took_ms"],
                               "properties": {
                                   "hits": {"type": "array", "items": _ref("schemas", "Hit")},

@@ -84,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     p = commands.add_parser("eval", help="retrieval quality on a dataset with groundtruth.csv")
     p.add_argument("dataset", type=Path)
     p.add_argument("--queries", help="only queries whose path starts with this (e.g. E63/)")
+    p.add_argument("--rerank", action=argparse.BooleanOptionalAction, default=None,
+                   help="verify the best candidates with local features [IMGSEARCH_RERANK]")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_eval)
     return parser
@@ -95,6 +97,8 @@ def _search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-score", type=float, help="lowest cosine similarity to return (-1..1)")
     p.add_argument("--mode", choices=SEARCH_MODES, help="exact or knn [IMGSEARCH_SEARCH_MODE]")
     p.add_argument("--prefix", help="only keys starting with this")
+    p.add_argument("--rerank", action=argparse.BooleanOptionalAction, default=None,
+                   help="verify the best candidates with local features [IMGSEARCH_RERANK]")
     p.add_argument("--json", action="store_true", help="print {hits: [...], total, ...} as JSON")
 
 
@@ -157,7 +161,7 @@ def cmd_similar(args, settings: Settings) -> int:
 
 def _options(args) -> dict:
     return {"min_score": args.min_score, "page": args.page, "page_size": args.page_size, "mode": args.mode,
-            "key_prefix": args.prefix}
+            "key_prefix": args.prefix, "rerank": args.rerank}
 
 
 def _print_results(results, as_json: bool) -> None:
@@ -168,7 +172,8 @@ def _print_results(results, as_json: bool) -> None:
     first = (page.page - 1) * page.page_size
     print(f"{page.total} hits (page {page.page}, {results.took_ms:.0f} ms)")
     for rank, hit in enumerate(results.hits, start=first + 1):
-        print(f"{rank:>4}  {hit['score']:.4f}  {hit['key']}  {hit['url']}")
+        verified = f"  verified ({hit['inliers']} inliers)" if hit.get("verified") else ""
+        print(f"{rank:>4}  {hit['score']:.4f}  {hit['key']}  {hit['url']}{verified}")
 
 
 def cmd_stats(args, settings: Settings) -> int:
@@ -219,7 +224,7 @@ def cmd_webhook(args, settings: Settings) -> int:
 def cmd_eval(args, settings: Settings) -> int:
     from .evaluate import evaluate, format_report
 
-    report = evaluate(args.dataset, settings, query_prefix=args.queries)
+    report = evaluate(args.dataset, settings.replace(rerank=args.rerank), query_prefix=args.queries)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 

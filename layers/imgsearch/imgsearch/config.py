@@ -49,6 +49,9 @@ class Settings:
     bucket: str | None = None
     api_key: str | None = None
     max_page_size: int = 100
+    rerank: bool = True
+    rerank_depth: int = 20
+    rerank_min_inliers: int = 15
 
     _ENV = {
         "weights": "IMGSEARCH_VGG19_WEIGHTS",
@@ -73,6 +76,9 @@ class Settings:
         "bucket": "IMGSEARCH_BUCKET",
         "api_key": "IMGSEARCH_API_KEY",
         "max_page_size": "IMGSEARCH_MAX_PAGE_SIZE",
+        "rerank": "IMGSEARCH_RERANK",
+        "rerank_depth": "IMGSEARCH_RERANK_DEPTH",
+        "rerank_min_inliers": "IMGSEARCH_RERANK_MIN_INLIERS",
     }
 
     @classmethod
@@ -100,13 +106,14 @@ class Settings:
         _choice("IMGSEARCH_SEARCH_MODE", self.search_mode, SEARCH_MODES)
         _choice("IMGSEARCH_ES_VECTOR_INDEX", self.es_vector_index, VECTOR_INDEX_TYPES)
         for name in ("max_image_bytes", "max_pixels", "batch_size", "url_expires", "max_page_size",
-                     "knn_candidates"):
+                     "knn_candidates", "rerank_depth", "rerank_min_inliers"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{self._ENV[name]} must be a positive number, got {getattr(self, name)}")
 
 
 _INTS = {"es_retries", "knn_candidates", "max_image_bytes", "max_pixels", "batch_size", "url_expires",
-         "max_page_size"}
+         "max_page_size", "rerank_depth", "rerank_min_inliers"}
+_BOOLS = {"es_verify_certs", "rerank"}
 
 
 def _parse(field_name: str, env_name: str, raw: str):
@@ -117,7 +124,7 @@ def _parse(field_name: str, env_name: str, raw: str):
             return float(raw)
     except ValueError:
         raise ConfigError(f"{env_name} must be a number, got {raw!r}") from None
-    if field_name == "es_verify_certs":
+    if field_name in _BOOLS:
         if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
             raise ConfigError(f"{env_name} must be true or false, got {raw!r}")
         return raw.lower() in ("1", "true", "yes")

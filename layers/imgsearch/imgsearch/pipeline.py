@@ -6,10 +6,12 @@ Ingest follows "the bucket is the truth": whatever an event said, we look at the
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from . import local_features
 from .config import Settings
 from .embedder import Embedder
 from .errors import NotFoundError, PermanentError
@@ -157,21 +159,26 @@ class ImageSearch:
         vectors = self.embedder.embed([d.image for d in decoded])  # (n, 512)
         return [ImageDocument(bucket=obj.bucket, key=obj.key, vector=vector, model_id=self.embedder.model_id,
                               etag=obj.etag, size=obj.size, width=d.width, height=d.height,
-                              content_type=d.content_type)
+                              content_type=d.content_type, local_features=self._local_features(d))
                 for obj, d, vector in zip(objects, decoded, vectors)]
+
+    def _local_features(self, decoded: DecodedImage) -> bytes | None:
+        return local_features.encode(local_features.extract(decoded.image)) if self.settings.rerank else None
 
     # -- search -------------------------------------------------------------------------------------------
     def search_image(self, data: bytes, **options) -> SearchResults:
-        """Search with an uploaded image. Options: min_score, page, page_size, mode, key_prefix."""
+        """Search with an uploaded image. Options: min_score, page, page_size, mode, key_prefix, rerank."""
         started = time.perf_counter()
-        vector = self.embedder.embed_one(self.decode(data).image)  # (512,)
-        return self._search(vector, started, **options)
+        image = self.decode(data).image
+        vector = self.embedder.embed_one(image)  # (512,)
+        return self._search(vector, started, query_features=lambda: local_features.extract(image), **options)
 
     def similar_to(self, bucket: str, key: str, **options) -> SearchResults:
         """More like an already indexed image, without uploading it again; the image itself is left out."""
         started = time.perf_counter()
         document = self.document(bucket, key)
-        return self._search(document.vector, started, exclude_ids=(document.doc_id,), **options)
+        return self._search(document.vector, started, exclude_ids=(document.doc_id,),
+                            query_features=lambda: local_features.decode(document.local_features), **options)
 
     def document(self, bucket: str, key: str) -> ImageDocument:
         document = self.index.get(doc_id(bucket, key))
@@ -182,20 +189,45 @@ class ImageSearch:
     def describe(self, bucket: str, key: str) -> dict:
         return {**self.document(bucket, key).metadata(), "url": self.url(bucket, key)}
 
-    def _search(self, vector, started: float, *, min_score=None, page=1, page_size=10, mode=None,
-                key_prefix=None, exclude_ids: Iterable[str] = ()) -> SearchResults:
+    def _search(self, vector, started: float, *, query_features, min_score=None, page=1, page_size=10, mode=None,
+                key_prefix=None, exclude_ids: Iterable[str] = (), rerank: bool | None = None) -> SearchResults:
         request = SearchRequest(vector=vector, min_score=min_score, page=page, page_size=page_size,
                                 mode=mode or self.settings.search_mode, key_prefix=key_prefix,
                                 exclude_ids=tuple(exclude_ids))
-        page_ = self.index.search(request)
-        hits = [self.hit_dict(hit) for hit in page_.hits]
+        depth = self.settings.rerank_depth
+        if not (self.settings.rerank if rerank is None else rerank) or request.offset >= depth:
+            page_ = self.index.search(request)
+            hits = [self.hit_dict(hit) for hit in page_.hits]
+        else:
+            page_, hits = self._reranked(request, query_features())
         return SearchResults(page=page_, hits=hits, took_ms=(time.perf_counter() - started) * 1000)
+
+    def _reranked(self, request: SearchRequest, query) -> tuple[SearchPage, list[dict]]:
+        """Verify the best `rerank_depth` candidates geometrically and put the convincing ones first; the page
+        is then cut from that order (pages past the depth keep the global order)."""
+        head = dataclasses.replace(request, page=1, page_size=max(self.settings.rerank_depth,
+                                                                  request.offset + request.page_size),
+                                   with_local_features=True)
+        found = self.index.search(head)
+        checked = found.hits[:self.settings.rerank_depth]
+        counts = [local_features.inliers(query, candidate, min_matches=self.settings.rerank_min_inliers)
+                  if query is not None and (candidate := local_features.decode(hit.document.local_features))
+                  else 0 for hit in checked]
+        order = local_features.rerank_order(counts, self.settings.rerank_min_inliers)
+        ranked = [(checked[i], counts[i]) for i in order] + [(hit, None) for hit in found.hits[len(checked):]]
+        window = ranked[request.offset:request.offset + request.page_size]
+        hits = [{**self.hit_dict(hit), "inliers": count,
+                 "verified": None if count is None else count >= self.settings.rerank_min_inliers}
+                for hit, count in window]
+        page_ = SearchPage(hits=[hit for hit, _ in window], total=found.total, page=request.page,
+                           page_size=request.page_size)
+        return page_, hits
 
     def hit_dict(self, hit: Hit) -> dict:
         doc = hit.document
         return {"score": round(hit.score, 6), "key": doc.key, "bucket": doc.bucket, "url": self.url(doc.bucket, doc.key),
                 "size": doc.size, "width": doc.width, "height": doc.height, "content_type": doc.content_type,
-                "id": doc.doc_id}
+                "id": doc.doc_id, "inliers": None, "verified": None}  # the last two: set for re-ranked hits
 
     def url(self, bucket: str, key: str) -> str:
         return self.storage(bucket).url(key)

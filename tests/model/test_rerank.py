@@ -1,0 +1,46 @@
+"""Geometric re-ranking through the real pipeline: phone photos of DVD covers find their catalogue cover."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from conftest import DVD_DIR
+from imgsearch.pipeline import ImageSearch
+from imgsearch.storage import FolderStorage
+
+
+@pytest.fixture(scope="module")
+def covers_index(embedder, tmp_path_factory):
+    if not DVD_DIR.is_dir():
+        pytest.skip(f"dataset not found at {DVD_DIR}")
+    folder = tmp_path_factory.mktemp("covers")
+    for n in range(1, 11):
+        shutil.copy(DVD_DIR / "Reference" / f"{n:03d}.jpg", folder / f"{n:03d}.jpg")
+    from imgsearch.config import Settings
+
+    search = ImageSearch(Settings.from_env({}, data_dir=tmp_path_factory.mktemp("data")), embedder=embedder)
+    search.index.ensure_index()
+    assert search.index_source(FolderStorage(folder)).indexed == 10
+    return search
+
+
+def test_rerank_puts_the_photographed_cover_first_and_says_so(covers_index):
+    plain, reranked = 0, 0
+    for n in range(1, 11):
+        photo = (DVD_DIR / "E63" / f"{n:03d}.jpg").read_bytes()
+        plain += covers_index.search_image(photo, rerank=False, page_size=3).hits[0]["key"] == f"{n:03d}.jpg"
+        top = covers_index.search_image(photo, rerank=True, page_size=3).hits
+        assert top[0]["key"] == f"{n:03d}.jpg" and top[0]["verified"] is True and top[0]["inliers"] >= 15
+        assert all(hit["verified"] is False for hit in top[1:])  # no other cover is confirmed
+        reranked += 1
+    assert plain < reranked == 10
+
+
+def test_paging_through_reranked_and_plain_results(covers_index):
+    photo = (DVD_DIR / "E63" / "001.jpg").read_bytes()
+    page = covers_index.search_image(photo, rerank=True, page=2, page_size=25)
+    assert page.hits == [] and page.page.total == 10
+    second = covers_index.search_image(photo, rerank=True, page=2, page_size=3).hits
+    assert len(second) == 3 and all(h["verified"] is False for h in second)
