@@ -8,21 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import reencoded_copy  # noqa: F401  (re-exported for test modules)
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("IMGSEARCH_SHARED_DIR", REPO.parent / "shared"))
-WEIGHTS = Path(os.environ.get("IMGSEARCH_VGG19_WEIGHTS")
-               or SHARED / "models" / "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5")
-SEED_DIR = SHARED / "fixtures" / "seed-images"
-DVD_DIR = SHARED / "datasets" / "smvs_dvd_covers"
+from helpers import SEED_DIR, WEIGHTS, reencoded_copy  # noqa: F401  (reencoded_copy: re-exported)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-
-needs_weights = pytest.mark.skipif(
-    not WEIGHTS.is_file(), reason=f"VGG19 ImageNet weights not found at {WEIGHTS} (see DESIGN.md): tests of meaning skipped")
-
 
 @pytest.fixture(scope="session")
 def weights_path() -> str:

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import boto3
 import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("IMGSEARCH_SHARED_DIR", REPO.parent / "shared"))
+WEIGHTS = Path(os.environ.get("IMGSEARCH_VGG19_WEIGHTS")
+               or SHARED / "models" / "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5")
+SEED_DIR = SHARED / "fixtures" / "seed-images"
+DVD_DIR = SHARED / "datasets" / "smvs_dvd_covers"
 
 
 def reencoded_copy(path: Path, *, quality: int = 70, scale: float = 0.5, crop: float = 0.05) -> bytes:

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from conftest import DVD_DIR
+from helpers import DVD_DIR
 from imgsearch.pipeline import ImageSearch
 from imgsearch.storage import FolderStorage
 

@@ -8,7 +8,7 @@ from PIL import Image
 
 from imgsearch import local_features as lf
 
-from conftest import DVD_DIR
+from helpers import DVD_DIR
 
 
 def test_encoding_round_trips_and_foreign_blobs_are_ignored():
