@@ -13,6 +13,7 @@ from helpers import SEED_DIR, WEIGHTS, reencoded_copy  # noqa: F401  (reencoded_
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
+
 @pytest.fixture(scope="session")
 def weights_path() -> str:
     if not WEIGHTS.is_file():

@@ -9,8 +9,12 @@ Global descriptor (stays a 512-d VGG19 vector, one per document, cosine in Elast
 Local verification of the top K candidates:
     extract_local(image, ...)      SIFT/RootSIFT keypoints on the image resized to a max side
     encode_local / decode_local    compact bytes stored per document (x,y float16, descriptors uint8)
-    verify(query, candidate)       ratio test + RANSAC homography -> inlier count
+    verify(query, candidate)       ratio test + RANSAC homography -> inlier count (cv2 BFMatcher)
+    verify_batch(query, cands)     the same for all K candidates with one matrix product (~2x cheaper)
     rerank(order, inliers, T)      re-rank the global top K by inliers when the best has >= T inliers
+
+The recommended recipe (see results.md) is the block at the end: REF_SIZES, QUERY_SIZES, document_regions,
+raw_vector, WhiteningStats, document_vector, query_vectors, region_max_scores, search.
 """
 
 from __future__ import annotations
@@ -264,36 +268,6 @@ def rerank(order: np.ndarray, inliers: np.ndarray, min_inliers: int = 15) -> np.
     return np.concatenate([head[verified], np.array(rest, dtype=order.dtype), order[k:]])
 
 
-def match_ratio(qd: np.ndarray, cd: np.ndarray, ratio: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
-    """Lowe's ratio test with numpy (one matrix product): indices (query, candidate) of the kept matches."""
-    if len(qd) == 0 or len(cd) < 2:
-        return np.zeros(0, int), np.zeros(0, int)
-    q = qd.astype(np.float32)
-    c = cd.astype(np.float32)
-    d2 = (q * q).sum(1)[:, None] + (c * c).sum(1)[None, :] - 2.0 * (q @ c.T)  # squared L2, (nq, nc)
-    two = np.argpartition(d2, 1, axis=1)[:, :2]
-    rows = np.arange(len(q))
-    a, b = d2[rows, two[:, 0]], d2[rows, two[:, 1]]
-    best = np.where(a <= b, two[:, 0], two[:, 1])
-    d1, d2nd = np.minimum(a, b), np.maximum(a, b)
-    keep = np.maximum(d1, 0) < (ratio ** 2) * np.maximum(d2nd, 0)
-    return rows[keep], best[keep]
-
-
-def verify_fast(query, candidate, ratio: float = 0.8, reproj: float = 8.0, max_iters: int = 1000) -> int:
-    """verify() with the numpy matcher: RANSAC homography inliers after the ratio test."""
-    import cv2
-
-    qxy, qd, _ = query
-    cxy, cd, _ = candidate
-    qi, ci = match_ratio(qd, cd, ratio)
-    if len(qi) < 4:
-        return 0
-    _, mask = cv2.findHomography(qxy[qi].reshape(-1, 1, 2), cxy[ci].reshape(-1, 1, 2), cv2.RANSAC, reproj,
-                                 maxIters=max_iters, confidence=0.995)
-    return 0 if mask is None else int(mask.sum())
-
-
 def synthetic_view(image: Image.Image, seed: int, canvas=(448, 336)) -> Image.Image:
     """A photo-like view of an indexed image, for fitting the whitening without any query photos: the image
     perspective-warped to 50-80% of the canvas height, on a random blurred background, slightly blurred and
@@ -337,20 +311,45 @@ MIN_INLIERS = 15               # re-rank only when the best candidate has at lea
 
 
 def document_regions(net: ConvNet, image: Image.Image) -> list[np.ndarray]:
-    """Unwhitened region descriptors of an indexed image, one (regions, 512) array per REF_SIZES entry.
-    Keep them (or a sample of them) for fitting the whitening: ~35 x 512 floats per image."""
+    """Unwhitened, L2'd R-MAC region descriptors of an indexed image, one (regions, 512) array per REF_SIZES
+    entry (14 regions at 224x224, ~21 at 320 max side). They feed the whitening statistics and raw_vector()."""
     return [region_macs(net.conv5_4(preprocess(image, size)), levels=3) for size in REF_SIZES]
 
 
-def fit_whitening(regions_of_documents: list[list[np.ndarray]], shrink: float = SHRINK) -> Whitening:
-    """PCA-whitening learned on the region descriptors (all scales) of the indexed images."""
-    return Whitening.fit(np.concatenate([r for doc in regions_of_documents for r in doc]), shrink)
+def raw_vector(regions: list[np.ndarray]) -> np.ndarray:
+    """Unwhitened multi-scale R-MAC (512,): per scale the L2'd regions summed and L2'd; scales summed, L2'd.
+    Keep it with the document (or recompute it): the stored vector is whiten(raw), so a refit of the whitening
+    re-derives every stored vector with one matrix product, without the network."""
+    return l2n(np.sum([l2n(r.sum(axis=0)) for r in regions], axis=0)).astype(np.float32)
 
 
-def document_vector(regions: list[np.ndarray], wh: Whitening) -> np.ndarray:
-    """The stored 512-d unit vector: per scale, whitened + L2'd regions summed and L2'd; scales summed, L2'd."""
-    per_scale = [l2n(l2n(wh.apply(r)).sum(axis=0)) for r in regions]
-    return l2n(np.sum(per_scale, axis=0)).astype(np.float32)
+class WhiteningStats:
+    """Running sufficient statistics of region descriptors (n, sum, sum of outer products: ~2 MB), so the
+    whitening can be (re)fitted at any time from everything indexed so far, without keeping the regions."""
+
+    def __init__(self, dim: int = 512):
+        self.n = 0
+        self.total = np.zeros(dim)
+        self.outer = np.zeros((dim, dim))
+
+    def add(self, regions: list[np.ndarray]) -> None:
+        for r in regions:
+            x = l2n(np.asarray(r, dtype=np.float64))
+            self.n += len(x)
+            self.total += x.sum(axis=0)
+            self.outer += x.T @ x
+
+    def fit(self, shrink: float = SHRINK, eps: float = 1e-6) -> Whitening:
+        mean = self.total / self.n
+        cov = (self.outer - self.n * np.outer(mean, mean)) / max(1, self.n - 1)
+        eigval, eigvec = np.linalg.eigh(cov)
+        eigval = np.maximum(eigval, 0) + eps * eigval.max()
+        return Whitening(mean, eigvec * np.power(eigval, -0.5 * shrink)[None, :])
+
+
+def document_vector(raw: np.ndarray, wh: Whitening) -> np.ndarray:
+    """The stored 512-d unit vector (Elasticsearch dense_vector 512, cosine): whiten(raw_vector)."""
+    return wh.apply(raw[None])[0].astype(np.float32)
 
 
 def query_vectors(net: ConvNet, image: Image.Image, wh: Whitening) -> np.ndarray:

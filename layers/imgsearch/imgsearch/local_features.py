@@ -77,20 +77,41 @@ def decode(blob: bytes | None) -> LocalFeatures | None:
     return LocalFeatures(xy, descriptors)
 
 
-def inliers(query: LocalFeatures, candidate: LocalFeatures, *, min_matches: int = 4) -> int:
-    """How many ratio-test matches agree on one RANSAC homography; 0 below min_matches (RANSAC is the cost)."""
-    if len(query) < 2 or len(candidate) < 2:
-        return 0
+def inliers(query: LocalFeatures, candidates: list[LocalFeatures | None], *, min_matches: int = 4) -> list[int]:
+    """For each candidate, how many ratio-test matches agree on one RANSAC homography (0 for None).
+
+    All descriptor matching is one matrix product: rows are unit length, so squared distance = 2 - 2 cos.
+    Candidates with fewer than min_matches matches skip RANSAC, the expensive part: they could not pass anyway.
+    """
+    counts = [0] * len(candidates)
+    present = [(i, c) for i, c in enumerate(candidates) if c is not None and len(c) >= 2]
+    if len(query) < 2 or not present:
+        return counts
     cv2 = _cv2()
-    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(query.descriptors.astype(np.float32),
-                                                candidate.descriptors.astype(np.float32), k=2)
-    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
-    if len(good) < max(4, min_matches):
-        return 0
-    source = query.xy[[m.queryIdx for m in good]].reshape(-1, 1, 2)  # (m, 1, 2)
-    target = candidate.xy[[m.trainIdx for m in good]].reshape(-1, 1, 2)  # (m, 1, 2)
-    _, mask = cv2.findHomography(source, target, cv2.RANSAC, REPROJECTION_PX, maxIters=2000, confidence=0.995)
-    return 0 if mask is None else int(mask.sum())
+    q = _unit_rows(query.descriptors)  # (nq, 128)
+    similarity = q @ _unit_rows(np.concatenate([c.descriptors for _, c in present])).T  # (nq, sum of sizes)
+    rows = np.arange(len(q))
+    start = 0
+    for i, candidate in present:
+        block = similarity[:, start:start + len(candidate)]  # (nq, n) this candidate's columns
+        start += len(candidate)
+        best = block.argmax(axis=1)  # (nq,)
+        first = block[rows, best]
+        block[rows, best] = -2.0
+        second = block.max(axis=1)
+        good = (2 - 2 * first) < RATIO ** 2 * (2 - 2 * second)  # Lowe's ratio test on squared distances
+        if good.sum() < max(4, min_matches):
+            continue
+        source = query.xy[good].reshape(-1, 1, 2)  # (m, 1, 2)
+        target = candidate.xy[best[good]].reshape(-1, 1, 2)  # (m, 1, 2)
+        _, mask = cv2.findHomography(source, target, cv2.RANSAC, REPROJECTION_PX, maxIters=2000, confidence=0.995)
+        counts[i] = 0 if mask is None else int(mask.sum())
+    return counts
+
+
+def _unit_rows(descriptors: np.ndarray) -> np.ndarray:
+    rows = descriptors.astype(np.float32)
+    return rows / (np.linalg.norm(rows, axis=1, keepdims=True) + 1e-7)
 
 
 def rerank_order(counts: list[int], min_inliers: int) -> list[int]:

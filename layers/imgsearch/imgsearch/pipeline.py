@@ -210,9 +210,9 @@ class ImageSearch:
                                    with_local_features=True)
         found = self.index.search(head)
         checked = found.hits[:self.settings.rerank_depth]
-        counts = [local_features.inliers(query, candidate, min_matches=self.settings.rerank_min_inliers)
-                  if query is not None and (candidate := local_features.decode(hit.document.local_features))
-                  else 0 for hit in checked]
+        counts = (local_features.inliers(query, [local_features.decode(h.document.local_features) for h in checked],
+                                         min_matches=self.settings.rerank_min_inliers)
+                  if query is not None else [0] * len(checked))
         order = local_features.rerank_order(counts, self.settings.rerank_min_inliers)
         ranked = [(checked[i], counts[i]) for i in order] + [(hit, None) for hit in found.hits[len(checked):]]
         window = ranked[request.offset:request.offset + request.page_size]
