@@ -17,7 +17,7 @@ FROM public.ecr.aws/lambda/python:3.12 AS base
 # Dependencies first, from pyproject.toml alone, so editing the library's code does not re-download
 # TensorFlow: an empty package with the real metadata pulls every dependency into a cached layer.
 COPY layers/imgsearch/pyproject.toml /tmp/imgsearch-deps/pyproject.toml
-RUN pip install --no-cache-dir "/tmp/imgsearch-deps[model,rerank,serve]" \
+RUN pip install --no-cache-dir "/tmp/imgsearch-deps[model,serve]" \
     && pip uninstall -y imgsearch \
     && rm -rf /tmp/imgsearch-deps
 

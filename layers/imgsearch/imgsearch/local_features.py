@@ -36,7 +36,7 @@ def _cv2():
     try:
         import cv2
     except ImportError:
-        raise ConfigError("re-ranking needs OpenCV: install imgsearch[rerank] (opencv-python-headless) "
+        raise ConfigError("re-ranking needs OpenCV: install opencv-python-headless "
                           "or set IMGSEARCH_RERANK=false") from None
     return cv2
 
