@@ -231,16 +231,17 @@ def down(quiet: bool = False, keep_elasticsearch: bool = False) -> None:
 
 
 def status() -> dict:
+    base = {"elasticsearch": PORTS["elasticsearch"], "localstack": PORTS["localstack"], "minio": PORTS["minio"],
+            "webhook": PORTS["webhook"], "api": PORTS["api"]}
+    probes = {"elasticsearch": "/_cluster/health", "localstack": "/_localstack/health",
+              "minio": "/minio/health/live", "webhook": "/", "api": "/health"}
+    es_home = Path(os.environ.get("IMGSEARCH_ES_HOME") or CACHE / "es-run")
     report = {}
-    checks = {"elasticsearch": f"http://127.0.0.1:{PORTS['elasticsearch']}/_cluster/health",
-              "localstack": f"http://127.0.0.1:{PORTS['localstack']}/_localstack/health",
-              "minio": f"http://127.0.0.1:{PORTS['minio']}/minio/health/live",
-              "webhook": f"http://127.0.0.1:{PORTS['webhook']}/", "api": f"http://127.0.0.1:{PORTS['api']}/health"}
     for piece in ("elasticsearch", "localstack", "minio", "webhook", "worker", "api"):
-        url = checks.get(piece)
-        running = answers(url) if url else pid_of(piece) is not None
-        report[piece] = {"running": running, "pid": pid_of(piece), "url": url and url.rsplit("/", 1)[0],
-                         "log": str(STATE / "logs" / f"{piece}.log")}
+        url = f"http://127.0.0.1:{base[piece]}" if piece in base else None
+        log = es_home / "logs" / "imgsearch-es.log" if piece == "elasticsearch" else STATE / "logs" / f"{piece}.log"
+        report[piece] = {"running": answers(url + probes[piece]) if url else pid_of(piece) is not None,
+                         "url": url, "pid": pid_of(piece), "log": str(log)}
     return report
 
 
