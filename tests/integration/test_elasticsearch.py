@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,7 +110,8 @@ def test_exact_mode_without_painless_on_hnsw_names_both_remedies(es_index):
 @pytest.fixture
 def private_server():
     """A second Elasticsearch of our own on another port, so the test may stop it."""
-    home = REPO / ".cache" / f"es-outage-{uuid.uuid4().hex[:8]}"  # the server's user must reach it: not /tmp/pytest-of-root
+    # The server's own user must reach this folder (as root it is not us): not under /tmp/pytest-of-root.
+    home = Path("/var/tmp") / f"imgsearch-es-outage-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "IMGSEARCH_ES_PORT": str(free_port()), "IMGSEARCH_ES_HOME": str(home)}
     start = subprocess.run([str(REPO / "infra/elasticsearch/start")], env=env, capture_output=True, text=True,
                            timeout=300)
