@@ -108,6 +108,14 @@ def test_both_search_modes(api, seed_paths, mode):
     assert hit_keys(response.json())[0] == seed_paths[4].name
 
 
+def test_rerank_confirms_the_original_and_can_be_switched_off(api, seed_paths):
+    verified = upload(api, reencoded_copy(seed_paths[2]), params={"rerank": "true"}).json()["hits"]
+    assert verified[0]["key"] == seed_paths[2].name and verified[0]["verified"] is True
+    assert verified[0]["inliers"] >= 15 and not any(h["verified"] for h in verified[1:])
+    plain = upload(api, reencoded_copy(seed_paths[2]), params={"rerank": "false"}).json()["hits"]
+    assert plain[0]["key"] == seed_paths[2].name and {h["verified"] for h in plain} == {None}
+
+
 def test_prefix_limits_keys(api, seed_paths):
     prefix = seed_paths[1].name[:-4]
     response = upload(api, reencoded_copy(seed_paths[0]), params={"prefix": prefix})

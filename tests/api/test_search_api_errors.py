@@ -63,7 +63,7 @@ def query(seed_paths) -> bytes:
     ({"page": "0"}, "page"), ({"page": "two"}, "page"), ({"page": "1.5"}, "page"),
     ({"page_size": "101"}, "page_size"), ({"page_size": "0"}, "page_size"),
     ({"min_score": "2"}, "min_score"), ({"min_score": "-1.5"}, "min_score"), ({"min_score": "nan"}, "min_score"),
-    ({"min_score": "high"}, "min_score"), ({"mode": "bogus"}, "mode"),
+    ({"min_score": "high"}, "min_score"), ({"mode": "bogus"}, "mode"), ({"rerank": "maybe"}, "rerank"),
     ({"page": "2000", "page_size": "10"}, "page x page_size"),
 ])
 def test_bad_parameters_are_400_naming_the_parameter(api, query, seed_paths, params, named):
