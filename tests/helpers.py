@@ -66,6 +66,9 @@ class ColourEmbedder:
     def embed_one(self, image):
         return self.embed([image])[0]
 
+    def embed_query(self, image):
+        return self.embed([image])  # (1, 512): one query vector
+
 
 def png(colour) -> bytes:
     from PIL import Image

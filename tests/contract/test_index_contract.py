@@ -171,3 +171,20 @@ def test_bad_requests_are_invalid_request_errors():
         SearchRequest(vector=np.zeros(512), min_score=1.5)
     with pytest.raises(InvalidRequestError):
         SearchRequest(vector=np.zeros(512), mode="fuzzy")
+
+
+def test_several_query_vectors_score_each_document_by_its_best(backend):
+    vectors = unit_vectors(40, seed=8)
+    backend.upsert(documents(vectors))
+    backend.refresh()
+    queries = unit_vectors(6, seed=9)  # (6, 512), like an image and its regions
+    best = (vectors @ queries.T).max(axis=1)  # (40,)
+    expected = np.argsort(-best)
+    first = backend.search(SearchRequest(vector=queries, page_size=5, mode=exact(backend)))
+    second = backend.search(SearchRequest(vector=queries, page=2, page_size=5, mode=exact(backend)))
+    assert [h.key for h in first.hits + second.hits] == [f"img/{i:04d}.jpg" for i in expected[:10]]
+    np.testing.assert_allclose([h.score for h in first.hits], best[expected[:5]], atol=1e-5)
+    threshold = float(np.sort(best)[-8])
+    strict = backend.search(SearchRequest(vector=queries, min_score=threshold - 1e-6, page_size=20,
+                                          mode=exact(backend)))
+    assert len(strict.hits) == strict.total == 8

@@ -80,6 +80,10 @@ def test_mechanics_on_standin_weights(standin_weights):
     assert vectors.shape == (3, DIM) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert embedder.embed([]).shape == (0, DIM)
+    queries = embedder.embed_query(images[1])  # the stored recipe's vector, then the regions at 448
+    assert queries.shape[0] > 10 and queries.shape[1] == DIM
+    np.testing.assert_allclose(queries[0], vectors[1], atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(queries, axis=1), 1.0, atol=1e-4)
 
 
 def test_missing_weights_file_is_a_clear_error_never_random_weights(tmp_path):

@@ -37,7 +37,7 @@ def evaluate(dataset: Path, settings: Settings, *, query_prefix: str | None = No
                 report = search.index_source(FolderStorage(dataset / folder))
                 indexed += report.indexed
             ingest_seconds = time.perf_counter() - started
-            search.embedder.embed_one(_first_image(dataset, truth))  # warm the model: latency is per query
+            search.embedder.embed_query(_first_image(dataset, truth))  # warm the model: latency is per query
             ranks, latencies = [], []
             for query, relevant in sorted(truth.items()):
                 data = (dataset / query).read_bytes()

@@ -170,8 +170,8 @@ class ImageSearch:
         """Search with an uploaded image. Options: min_score, page, page_size, mode, key_prefix, rerank."""
         started = time.perf_counter()
         image = self.decode(data).image
-        vector = self.embedder.embed_one(image)  # (512,)
-        return self._search(vector, started, query_features=lambda: local_features.extract(image), **options)
+        vectors = self.embedder.embed_query(image)  # (1 + R, 512): the image, then its regions
+        return self._search(vectors, started, query_features=lambda: local_features.extract(image), **options)
 
     def similar_to(self, bucket: str, key: str, **options) -> SearchResults:
         """More like an already indexed image, without uploading it again; the image itself is left out."""

@@ -80,9 +80,12 @@ class SearchPage:
 
 @dataclass(frozen=True)
 class SearchRequest:
-    """What to search for. page is 1-based: from = (page - 1) * page_size (the demo used from = page)."""
+    """What to search for. page is 1-based: from = (page - 1) * page_size (the demo used from = page).
 
-    vector: np.ndarray  # (512,) float32
+    vector is one query vector (512,) or several (R, 512): then a document's score is its best cosine over them.
+    """
+
+    vector: np.ndarray  # (512,) or (R, 512) float32
     min_score: float | None = None
     page: int = 1
     page_size: int = 10
@@ -104,6 +107,9 @@ class SearchRequest:
     @property
     def offset(self) -> int:
         return (self.page - 1) * self.page_size
+
+    def queries(self, dim: int) -> np.ndarray:
+        return np.asarray(self.vector, dtype=np.float32).reshape(-1, dim)  # (R, 512)
 
 
 @dataclass(frozen=True)

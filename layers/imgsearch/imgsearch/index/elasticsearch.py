@@ -7,6 +7,7 @@ The client's major version must match the server's (8): pinned in pyproject.toml
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 from typing import Iterable, Iterator, Sequence
 
@@ -222,12 +223,39 @@ class ElasticsearchIndex(IndexBackend):
         if request.exclude_ids:
             filters.append({"bool": {"must_not": {"ids": {"values": list(request.exclude_ids)}}}})
         source = {"excludes": [VECTOR_FIELD] + ([] if request.with_local_features else ["local_features"])}
-        response = self._call(self.client.search, index=self.index, source=source,
-                              **strategy.body(request, filters))
-        hits = [Hit(score=strategy.to_cosine(h["_score"]), document=_document(h["_source"]))
-                for h in response["hits"]["hits"]]
-        return SearchPage(hits=hits, total=response["hits"]["total"]["value"], page=request.page,
-                          page_size=request.page_size)
+        queries = request.queries(self.dim)  # (R, 512)
+        if len(queries) == 1:
+            response = self._call(self.client.search, index=self.index, source=source,
+                                  **strategy.body(request, filters))
+            hits = [Hit(score=strategy.to_cosine(h["_score"]), document=_document(h["_source"]))
+                    for h in response["hits"]["hits"]]
+            return SearchPage(hits=hits, total=response["hits"]["total"]["value"], page=request.page,
+                              page_size=request.page_size)
+        return self._search_best_of(request, queries, strategy, filters, source)
+
+    def _search_best_of(self, request: SearchRequest, queries: np.ndarray, strategy, filters, source) -> SearchPage:
+        """Several query vectors: one request each in an _msearch, merged by each document's best score. A
+        document in the merged top n is in the top n of the vector it scores best with, so the page is right;
+        total counts the distinct documents the requests returned."""
+        top = dataclasses.replace(request, page=1, page_size=request.offset + request.page_size)
+        searches = []
+        for query in queries:
+            searches += [{"index": self.index},
+                         {**strategy.body(dataclasses.replace(top, vector=query), filters), "_source": source}]
+        best: dict[str, tuple[float, dict]] = {}
+        for response in self._call(self.client.msearch, searches=searches)["responses"]:
+            if "error" in response:
+                status = response.get("status", 500)
+                error = BackendUnavailableError if status >= 500 or status == 429 else PermanentError
+                raise error(f"Elasticsearch error {status}: {response['error']}")
+            for h in response["hits"]["hits"]:
+                score = strategy.to_cosine(h["_score"])
+                if h["_id"] not in best or score > best[h["_id"]][0]:
+                    best[h["_id"]] = (score, h["_source"])
+        ranked = sorted(best.items(), key=lambda item: (-item[1][0], item[0]))
+        window = ranked[request.offset:request.offset + request.page_size]
+        return SearchPage(hits=[Hit(score=score, document=_document(source)) for _, (score, source) in window],
+                          total=len(ranked), page=request.page, page_size=request.page_size)
 
     def _strategy(self, request: SearchRequest):
         end = request.offset + request.page_size

@@ -125,8 +125,8 @@ class EmbeddedIndex(IndexBackend):
     def search(self, request: SearchRequest) -> SearchPage:
         # The embedded index is always exact: "knn" is answered exactly too.
         ids, keys, matrix = self._vectors()
-        query = np.asarray(request.vector, dtype=np.float32).reshape(self.dim)  # (512,)
-        scores = matrix @ query  # (n,) cosine, since every row and the query are unit length
+        queries = request.queries(self.dim)  # (R, 512)
+        scores = (matrix @ queries.T).max(axis=1)  # (n,) best cosine: rows and queries are unit length
         keep = np.ones(len(ids), dtype=bool)  # (n,)
         if request.min_score is not None:
             keep &= scores >= np.float32(request.min_score)
