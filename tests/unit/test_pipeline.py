@@ -29,6 +29,8 @@ def test_sync_object_follows_the_bucket(world):
     folder.put("red.png", png((255, 0, 0)))
     assert search.sync_object(folder, "red.png").action == "indexed"
     assert search.sync_object(folder, "red.png").action == "unchanged" and embedder.embedded == 1
+    assert search.index_source(folder).unchanged == 1 and embedder.embedded == 1
+    assert search.index_source(folder, force=True).indexed == 1 and embedder.embedded == 2
     (folder.root / "red.png").unlink()
     assert search.sync_object(folder, "red.png").action == "deleted"
     assert search.sync_object(folder, "red.png").action == "absent"

@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("source", help="a folder, or s3://BUCKET[/PREFIX]")
         p.add_argument("--batch-size", type=int, help="images per model call [IMGSEARCH_BATCH_SIZE]")
         p.add_argument("--prune", action="store_true", default=prune, help="delete documents of vanished objects")
+        p.add_argument("--force", action="store_true", help="re-embed unchanged objects too")
         p.add_argument("--json", action="store_true", help="print the report as JSON")
         p.set_defaults(run=cmd_index)
 
@@ -127,7 +128,7 @@ def cmd_index(args, settings: Settings) -> int:
     search = _service(settings)
     total = sum(1 for _ in storage.list(prefix))
     with tqdm(total=total, unit="img", desc="indexing", file=sys.stderr, disable=None) as bar:
-        report = search.index_source(storage, prefix, prune=args.prune, progress=bar.update)
+        report = search.index_source(storage, prefix, prune=args.prune, force=args.force, progress=bar.update)
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
     else:

@@ -110,9 +110,10 @@ class ImageSearch:
         self.index.upsert(self._documents([current], [decoded]))
         return ChangeOutcome("indexed", storage.bucket, key, did)
 
-    def index_source(self, storage: Storage, prefix: str = "", *, prune: bool = False,
+    def index_source(self, storage: Storage, prefix: str = "", *, prune: bool = False, force: bool = False,
                      progress: Callable[[int], None] | None = None) -> IndexReport:
-        """Index every object under prefix in batches, skipping unchanged ones; prune drops vanished ones."""
+        """Index every object under prefix in batches, skipping unchanged ones (unless force: e.g. to add local
+        features to documents indexed without them); prune drops vanished ones."""
         self.use_storage(storage)
         known = {e.key: e for e in self.index.entries(bucket=storage.bucket) if e.key.startswith(prefix)}
         objects = list(storage.list(prefix))
@@ -120,7 +121,7 @@ class ImageSearch:
         todo = []
         for obj in objects:
             entry = known.get(obj.key)
-            if entry is not None and _unchanged(entry, obj, self.embedder.model_id):
+            if not force and entry is not None and _unchanged(entry, obj, self.embedder.model_id):
                 report.unchanged += 1
                 if progress:
                     progress(1)
