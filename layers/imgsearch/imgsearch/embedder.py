@@ -102,7 +102,7 @@ def load_vgg19(weights: str | None):
 
 
 def _compiled(model):
-    """One traced graph for every batch size: far less per-call overhead than model.predict."""
+    """One traced graph for every batch and image size: far less per-call overhead than model.predict."""
     import tensorflow as tf
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
