@@ -184,6 +184,8 @@ def test_several_query_vectors_score_each_document_by_its_best(backend):
     second = backend.search(SearchRequest(vector=queries, page=2, page_size=5, mode=exact(backend)))
     assert [h.key for h in first.hits + second.hits] == [f"img/{i:04d}.jpg" for i in expected[:10]]
     np.testing.assert_allclose([h.score for h in first.hits], best[expected[:5]], atol=1e-5)
+    one = backend.search(SearchRequest(vector=queries[:1], page_size=3, mode=exact(backend)))  # (1, 512) works too
+    assert [h.key for h in one.hits] == [f"img/{i:04d}.jpg" for i in np.argsort(-(vectors @ queries[0]))[:3]]
     threshold = float(np.sort(best)[-8])
     strict = backend.search(SearchRequest(vector=queries, min_score=threshold - 1e-6, page_size=20,
                                           mode=exact(backend)))

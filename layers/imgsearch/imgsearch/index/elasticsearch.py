@@ -225,8 +225,9 @@ class ElasticsearchIndex(IndexBackend):
         source = {"excludes": [VECTOR_FIELD] + ([] if request.with_local_features else ["local_features"])}
         queries = request.queries(self.dim)  # (R, 512)
         if len(queries) == 1:
+            single = dataclasses.replace(request, vector=queries[0])
             response = self._call(self.client.search, index=self.index, source=source,
-                                  **strategy.body(request, filters))
+                                  **strategy.body(single, filters))
             hits = [Hit(score=strategy.to_cosine(h["_score"]), document=_document(h["_source"]))
                     for h in response["hits"]["hits"]]
             return SearchPage(hits=hits, total=response["hits"]["total"]["value"], page=request.page,
