@@ -44,25 +44,33 @@ def main() -> int:
                     s3={"addressing_style": "path"})  # MinIO and LocalStack without DNS need path style
     s3 = boto3.client("s3", endpoint_url=endpoint, config=config)
 
+    output = create_resources(s3, boto3.client("sqs", endpoint_url=endpoint, config=config), bucket, region=region,
+                              queue=os.environ.get("IMGSEARCH_QUEUE") or "imgsearch-events",
+                              dead_letter_queue=os.environ.get("IMGSEARCH_DEAD_LETTER_QUEUE") or "imgsearch-events-dlq",
+                              notify_arn=os.environ.get("IMGSEARCH_NOTIFY_ARN"))
+    for key, value in output.items():
+        print(f"{key}={value}")
+    return 0
+
+
+def create_resources(s3, sqs, bucket: str, *, region: str = "us-east-1", queue: str = "imgsearch-events",
+                     dead_letter_queue: str = "imgsearch-events-dlq", notify_arn: str | None = None) -> dict:
+    """The bucket, and its notifications to notify_arn, or (without one) to a new queue with a dead-letter
+    queue. Returns the KEY=VALUE pairs main() prints."""
     ensure_bucket(s3, bucket, region)
-    target = os.environ.get("IMGSEARCH_NOTIFY_ARN")
     output = {"IMGSEARCH_BUCKET": bucket}
+    target = notify_arn
     if not target:
-        sqs = boto3.client("sqs", endpoint_url=endpoint, config=config)
-        dlq_url = ensure_queue(sqs, os.environ.get("IMGSEARCH_DEAD_LETTER_QUEUE") or "imgsearch-events-dlq",
-                               {"MessageRetentionPeriod": "1209600"})
-        dlq_arn = queue_arn(sqs, dlq_url)
-        queue_url = ensure_queue(sqs, os.environ.get("IMGSEARCH_QUEUE") or "imgsearch-events", {
+        dlq_url = ensure_queue(sqs, dead_letter_queue, {"MessageRetentionPeriod": "1209600"})
+        queue_url = ensure_queue(sqs, queue, {
             "VisibilityTimeout": VISIBILITY_TIMEOUT,
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3}),
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": queue_arn(sqs, dlq_url), "maxReceiveCount": "3"}),
         })
         target = queue_arn(sqs, queue_url)
         sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": s3_may_send(target, bucket)})
         output.update(IMGSEARCH_QUEUE_URL=queue_url, IMGSEARCH_DEAD_LETTER_QUEUE_URL=dlq_url)
     ensure_notification(s3, bucket, target)
-    for key, value in output.items():
-        print(f"{key}={value}")
-    return 0
+    return output
 
 
 def ensure_bucket(s3, bucket: str, region: str) -> None:

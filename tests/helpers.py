@@ -33,18 +33,17 @@ def reencoded_copy(path: Path, *, quality: int = 70, scale: float = 0.5, crop: f
 
 
 def make_bucket_with_queue(endpoint: str, bucket: str) -> dict:
-    """Bucket -> queue notifications (with a dead-letter queue), configured through the S3 and SQS APIs."""
+    """Bucket -> queue notifications with a dead-letter queue, made through the S3 and SQS APIs by the same
+    code users run (localstack/setup_resources.py)."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "localstack"))
+    from setup_resources import create_resources
+
     s3 = boto3.client("s3", endpoint_url=endpoint)
     sqs = boto3.client("sqs", endpoint_url=endpoint)
-    s3.create_bucket(Bucket=bucket)
-    dlq = sqs.create_queue(QueueName=f"{bucket}-dlq")["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    queue = sqs.create_queue(QueueName=f"{bucket}-events", Attributes={
-        "RedrivePolicy": f'{{"deadLetterTargetArn": "{dlq_arn}", "maxReceiveCount": "3"}}'})["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={"QueueConfigurations": [
-        {"QueueArn": arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}]})
-    return {"s3": s3, "sqs": sqs, "queue": queue, "dlq": dlq}
+    made = create_resources(s3, sqs, bucket, queue=f"{bucket}-events", dead_letter_queue=f"{bucket}-dlq")
+    return {"s3": s3, "sqs": sqs, "queue": made["IMGSEARCH_QUEUE_URL"], "dlq": made["IMGSEARCH_DEAD_LETTER_QUEUE_URL"]}
 
 
 class ColourEmbedder:
