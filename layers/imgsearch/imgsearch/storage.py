@@ -150,9 +150,8 @@ class S3Storage(Storage):
         from botocore.exceptions import ClientError
 
         try:
-            pages = self._call(lambda: iter(self.client.get_paginator("list_objects_v2")
-                                            .paginate(Bucket=self.bucket, Prefix=prefix)))
-            for page in _translated(pages):
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+            for page in _translated(pages):  # pages are fetched lazily, so errors come while iterating
                 for item in page.get("Contents", []):
                     yield StoredObject(self.bucket, item["Key"], item["Size"], item.get("ETag", "").strip('"') or None,
                                        _iso(item.get("LastModified")))
