@@ -85,8 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     p = commands.add_parser("eval", help="retrieval quality on a dataset with groundtruth.csv")
     p.add_argument("dataset", type=Path)
     p.add_argument("--queries", help="only queries whose path starts with this (e.g. E63/)")
-    p.add_argument("--rerank", action=argparse.BooleanOptionalAction, default=None,
-                   help="verify the best candidates with local features [IMGSEARCH_RERANK]")
+    _rerank_option(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_eval)
     return parser
@@ -98,9 +97,13 @@ def _search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-score", type=float, help="lowest cosine similarity to return (-1..1)")
     p.add_argument("--mode", choices=SEARCH_MODES, help="exact or knn [IMGSEARCH_SEARCH_MODE]")
     p.add_argument("--prefix", help="only keys starting with this")
+    _rerank_option(p)
+    p.add_argument("--json", action="store_true", help="print {hits: [...], total, ...} as JSON")
+
+
+def _rerank_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rerank", action=argparse.BooleanOptionalAction, default=None,
                    help="verify the best candidates with local features [IMGSEARCH_RERANK]")
-    p.add_argument("--json", action="store_true", help="print {hits: [...], total, ...} as JSON")
 
 
 def _service(settings: Settings):

@@ -255,7 +255,7 @@ class ElasticsearchIndex(IndexBackend):
                     best[h["_id"]] = (score, h["_source"])
         ranked = sorted(best.items(), key=lambda item: (-item[1][0], item[0]))
         window = ranked[request.offset:request.offset + request.page_size]
-        return SearchPage(hits=[Hit(score=score, document=_document(source)) for _, (score, source) in window],
+        return SearchPage(hits=[Hit(score=score, document=_document(found)) for _, (score, found) in window],
                           total=len(ranked), page=request.page, page_size=request.page_size)
 
     def _strategy(self, request: SearchRequest):
