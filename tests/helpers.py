@@ -51,6 +51,7 @@ class ColourEmbedder:
 
     model_id = "fake-colour"
     dim = 512
+    whitened = False
 
     def __init__(self):
         self.embedded = 0
@@ -62,11 +63,23 @@ class ColourEmbedder:
             rows[i, :3] = np.asarray(image, np.float32).reshape(-1, 3).mean(axis=0) + 1
         return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
-    def embed_one(self, image):
-        return self.embed([image])[0]
+    def describe(self, images):
+        from imgsearch.whitening import DescriptorSet
+
+        return [DescriptorSet(raw=row, regions=row[None]) for row in self.embed(images)]
 
     def embed_query(self, image):
         return self.embed([image])  # (1, 512): one query vector
+
+
+class WhitenedColourEmbedder(ColourEmbedder):
+    """The colour embedder, but its vectors go through the index's whitening like the real recipe's."""
+
+    whitened = True
+
+
+def distinct_colours(n: int) -> list[tuple[int, int, int]]:
+    return [((37 * i) % 256, (91 * i) % 256, (173 * i) % 256) for i in range(n)]
 
 
 def png(colour) -> bytes:

@@ -39,6 +39,7 @@ class DownIndex(IndexBackend):
         raise BackendUnavailableError("index server unreachable (test)")
 
     ensure_index = upsert = delete = get = count = search = entries = _down
+    whitening_info = load_whitening = save_whitening = descriptor_sets = set_vectors = _down
 
     def health(self) -> dict:
         return {"ok": False, "backend": self.name, "error": "index server unreachable (test)"}
@@ -51,6 +52,7 @@ class BrokenIndex(DownIndex):
         raise RuntimeError("secret internal detail")
 
     ensure_index = upsert = delete = get = count = search = entries = _down
+    whitening_info = load_whitening = save_whitening = descriptor_sets = set_vectors = _down
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ Elasticsearch. Vectors are synthetic (shaped like ours: non-negative, unit lengt
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import numpy as np
@@ -12,6 +13,7 @@ from imgsearch.errors import IncompatibleIndexError, InvalidRequestError
 from imgsearch.index import ImageDocument, SearchRequest, doc_id
 from imgsearch.index.elasticsearch import ElasticsearchIndex
 from imgsearch.index.embedded import EmbeddedIndex
+from imgsearch.whitening import DescriptorSet, WhiteningStats
 
 from servers import elasticsearch_url
 
@@ -190,3 +192,46 @@ def test_several_query_vectors_score_each_document_by_its_best(backend):
     strict = backend.search(SearchRequest(vector=queries, min_score=threshold - 1e-6, page_size=20,
                                           mode=exact(backend)))
     assert len(strict.hits) == strict.total == 8
+
+
+def test_the_whitening_is_stored_with_the_index_and_replaced_by_a_refit(backend):
+    assert backend.whitening_info() is None and backend.load_whitening() is None
+    stats = WhiteningStats()
+    stats.add(unit_vectors(600, seed=3))
+    first = stats.fit()
+    backend.save_whitening(first)
+    assert backend.whitening_info() == (first.id, 1)
+    loaded = backend.load_whitening()
+    assert loaded.id == first.id and np.array_equal(loaded.projection, first.projection)
+    assert np.array_equal(loaded.mean, first.mean)
+    stats.add(unit_vectors(50, seed=4))
+    second = stats.fit()
+    backend.save_whitening(second)
+    assert second.id != first.id and backend.whitening_info() == (second.id, 2)
+
+
+def test_stale_vectors_are_listed_and_replaced(backend):
+    vectors = unit_vectors(4, seed=7)
+    docs = [dataclasses.replace(doc, descriptors=DescriptorSet(raw=v, regions=v[None]).to_bytes(),
+                                whitening="old" if i < 3 else "new")
+            for i, (doc, v) in enumerate(zip(documents(vectors), vectors))]
+    docs.append(documents(unit_vectors(1, seed=8), prefix="plain")[0])  # no descriptors: never listed
+    backend.upsert(docs)
+    backend.refresh()
+    assert sorted(i for i, _ in backend.descriptor_sets()) == sorted(d.doc_id for d in docs[:4])
+    stale = dict(backend.descriptor_sets(stale_for="new"))
+    assert sorted(stale) == sorted(d.doc_id for d in docs[:3]) and backend.count(stale_for="new") == 3
+    assert np.allclose(DescriptorSet.from_bytes(stale[docs[0].doc_id]).raw, vectors[0], atol=1e-3)
+
+    before = backend.search(SearchRequest(vector=vectors[3], page_size=2, mode=exact(backend)))  # (caches, if any)
+    assert before.hits[0].document.doc_id == docs[3].doc_id and before.hits[1].score < 0.99
+    backend.set_vectors([(docs[0].doc_id, vectors[3], "new"), ("deleted-meanwhile", vectors[1], "new")])
+    backend.refresh()
+    assert docs[0].doc_id not in dict(backend.descriptor_sets(stale_for="new")) and backend.count(stale_for="new") == 2
+    updated = backend.get(docs[0].doc_id)
+    assert updated.whitening == "new" and np.allclose(updated.vector, vectors[3], atol=1e-6)
+    assert updated.key == docs[0].key and updated.etag == docs[0].etag  # the rest of the document is untouched
+    page = backend.search(SearchRequest(vector=vectors[3], page_size=2, mode=exact(backend)))
+    assert {h.document.doc_id for h in page.hits} == {docs[0].doc_id, docs[3].doc_id}
+    assert page.hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert backend.count() == 5

@@ -19,6 +19,7 @@ from imgsearch.index import ImageDocument, SearchRequest
 from imgsearch.index.elasticsearch import ElasticsearchIndex, ScriptScoreExact
 from imgsearch.index.embedded import EmbeddedIndex
 
+from helpers import WhitenedColourEmbedder, distinct_colours, png
 from servers import REPO, elasticsearch_url, free_port
 
 MODEL = "test-model"
@@ -87,6 +88,37 @@ def test_knn_recall_at_10_against_exact_on_10k_vectors(es_index):
         found = index.search(SearchRequest(vector=query, page_size=10, mode="knn")).hits
         recalls.append(len(truth & {int(h.key[:5]) for h in found}) / 10)
     assert np.mean(recalls) >= 0.95, f"recall@10 = {np.mean(recalls):.3f}"
+
+
+def test_the_whitening_grows_with_an_index_fed_by_events(tmp_path):
+    """The pipeline's refits on a real server: near-real-time counts, the companion whitening index, bulk
+    updates of vectors; every vector ends up made with the stored whitening."""
+    from imgsearch.config import Settings
+    from imgsearch.pipeline import ImageSearch
+    from imgsearch.storage import FolderStorage
+    from imgsearch.whitening import MIN_IMAGES
+
+    embedder = WhitenedColourEmbedder()
+    index = ElasticsearchIndex(Elasticsearch(elasticsearch_url(), request_timeout=60),
+                               index=f"test-{uuid.uuid4().hex[:12]}", model_id=embedder.model_id)
+    index.ensure_index()
+    folder = FolderStorage(tmp_path)
+    search = ImageSearch(Settings.from_env({}), embedder=embedder, index=index)
+    try:
+        images = distinct_colours(MIN_IMAGES + 8)
+        for i, colour in enumerate(images):
+            folder.put(f"{i:02d}.png", png(colour))
+            search.sync_object(folder, f"{i:02d}.png")
+        index.refresh()
+        whitening_id, fitted_on = index.whitening_info()
+        assert MIN_IMAGES <= fitted_on <= len(images) and index.count(stale_for=whitening_id) == 0
+        assert index.get(search.document(folder.bucket, "00.png").doc_id).whitening == whitening_id
+        for i, colour in enumerate(images):
+            best = search.search_image(png(colour), page_size=1, rerank=False).hits[0]
+            assert best["key"] == f"{i:02d}.png" and best["score"] == pytest.approx(1.0, abs=1e-3)
+    finally:
+        index.delete_index()
+        assert not index.client.indices.exists(index=index.whitening_index)
 
 
 def test_script_score_request_is_the_demos_cosine_shifted_by_one():

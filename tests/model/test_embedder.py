@@ -27,9 +27,17 @@ def reference_embedding(weights: str, path) -> np.ndarray:
     return features / np.linalg.norm(features)
 
 
-def test_matches_the_reference_keras_pipeline(embedder, weights_path, seed_paths):
+def vector(embedder, image) -> np.ndarray:
+    return embedder.embed([image])[0]  # (512,) the raw document vector
+
+
+def test_the_network_matches_the_reference_keras_pipeline(embedder, weights_path, seed_paths):
+    """Our block5_conv4 at 224x224, max-pooled, is Keras' own VGG19(pooling="max"): same weights, RGB in,
+    the same preprocessing. (It is also the first R-MAC region of the stored recipe at that size.)"""
     for path in seed_paths[:2]:
-        ours = embedder.embed_one(decode_image(path.read_bytes(), max_bytes=10**8, max_pixels=10**8).image)
+        image = decode_image(path.read_bytes(), max_bytes=10**8, max_pixels=10**8).image
+        feature_map = embedder.feature_maps([image], "sq224")[0]  # (14, 14, 512)
+        ours = feature_map.max(axis=(0, 1)) / np.linalg.norm(feature_map.max(axis=(0, 1)))
         ref = reference_embedding(weights_path, path)
         assert ours.shape == (DIM,) and ours.dtype == np.float32
         assert np.max(np.abs(ours - ref)) < 1e-4
@@ -40,14 +48,14 @@ def test_rgb_not_bgr(embedder, seed_paths):
     """The demo fed BGR; channel order must matter, or the test above could not tell the difference."""
     image = Image.open(seed_paths[0]).convert("RGB")
     swapped = Image.fromarray(np.asarray(image)[..., ::-1].copy())
-    assert float(embedder.embed_one(image) @ embedder.embed_one(swapped)) < 0.99
+    assert float(vector(embedder, image) @ vector(embedder, swapped)) < 0.99
 
 
 def test_a_reencoded_resized_cropped_copy_finds_its_original(embedder, seed_paths):
     originals = embedder.embed([Image.open(p).convert("RGB") for p in seed_paths])  # (5, 512)
     for i, path in enumerate(seed_paths):
         copy = decode_image(reencoded_copy(path), max_bytes=10**8, max_pixels=10**8, draft_size=224).image
-        scores = originals @ embedder.embed_one(copy)  # (5,)
+        scores = originals @ vector(embedder, copy)  # (5,)
         assert int(np.argmax(scores)) == i, f"{path.name}: scores {np.round(scores, 3)}"
         assert scores[i] > max(np.delete(scores, i))
 
@@ -57,7 +65,7 @@ def test_batches_give_the_same_vectors_as_single_calls(embedder, seed_paths):
     batched = Embedder(embedder.weights, batch_size=3)
     batched._model, batched._forward = embedder._model, embedder._forward  # share the loaded network
     together = batched.embed(images)  # (5, 512) in batches of 3 + 2
-    alone = np.stack([embedder.embed_one(img) for img in images])
+    alone = np.stack([vector(embedder, img) for img in images])
     np.testing.assert_allclose(together, alone, atol=1e-5)
 
 
@@ -80,9 +88,12 @@ def test_mechanics_on_standin_weights(standin_weights):
     assert vectors.shape == (3, DIM) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert embedder.embed([]).shape == (0, DIM)
-    queries = embedder.embed_query(images[1])  # the stored recipe's vector, then the regions at 448
-    assert queries.shape[0] > 10 and queries.shape[1] == DIM
-    np.testing.assert_allclose(queries[0], vectors[1], atol=1e-5)
+    described = embedder.describe(images[1:2])[0]  # raw vector and the regions at both document sizes
+    np.testing.assert_allclose(described.raw, vectors[1], atol=1e-6)
+    assert 20 <= len(described.regions) <= 50 and described.regions.shape[1] == DIM
+    queries = embedder.embed_query(images[1])  # itself, then the regions at 448 and 640, five levels
+    assert queries.shape[0] > 2 * len(described.regions) and queries.shape[1] == DIM
+    np.testing.assert_allclose(queries[0], described.raw, atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(queries, axis=1), 1.0, atol=1e-4)
 
 
@@ -100,4 +111,4 @@ def test_png_and_jpeg_of_the_same_picture_embed_alike(embedder, seed_paths):
     out = io.BytesIO()
     image.save(out, format="PNG")
     png = decode_image(out.getvalue(), max_bytes=10**8, max_pixels=10**8).image
-    assert float(embedder.embed_one(image) @ embedder.embed_one(png)) > 0.999
+    assert float(vector(embedder, image) @ vector(embedder, png)) > 0.999

@@ -10,7 +10,7 @@ from imgsearch.index import doc_id
 from imgsearch.pipeline import ImageSearch
 from imgsearch.storage import FolderStorage
 
-from helpers import ColourEmbedder, png
+from helpers import ColourEmbedder, WhitenedColourEmbedder, distinct_colours, png
 
 
 @pytest.fixture
@@ -89,3 +89,73 @@ def test_settings_come_from_the_environment_and_are_checked():
                 {"IMGSEARCH_ES_VECTOR_INDEX": "bbq_hnsw"}):
         with pytest.raises(ConfigError):
             Settings.from_env(bad)
+
+
+def test_the_whitening_is_fitted_as_the_index_grows_and_every_vector_follows(tmp_path):
+    from imgsearch import whitening
+
+    folder = FolderStorage(tmp_path / "bucket")
+    folder.root.mkdir()
+    search = ImageSearch(Settings.from_env({}, data_dir=tmp_path / "data"), embedder=WhitenedColourEmbedder())
+    search.index.ensure_index()
+    fitted = []
+    for i, colour in enumerate(distinct_colours(whitening.MIN_IMAGES + 5)):  # one event after another, as from a bucket
+        folder.put(f"{i:02d}.png", png(colour))
+        search.sync_object(folder, f"{i:02d}.png")
+        fitted.append(search.index.whitening_info())
+    assert fitted[whitening.MIN_IMAGES - 2] is None  # too few images to learn from: raw vectors
+    assert fitted[whitening.MIN_IMAGES - 1][1] == whitening.MIN_IMAGES  # first fit, on every image so far
+    assert fitted[-1][1] == 20 == int(whitening.GROWTH * whitening.MIN_IMAGES)  # refitted once grown by 25%
+    current = search.index.whitening_info()[0]
+    assert search.index.count(stale_for=current) == 0  # no vector left from an older whitening
+    for i, colour in enumerate(distinct_colours(whitening.MIN_IMAGES + 5)):
+        best = search.search_image(png(colour), page_size=1, rerank=False).hits[0]
+        assert best["key"] == f"{i:02d}.png" and best["score"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_a_refit_elsewhere_while_an_image_is_embedded_is_caught_up(tmp_path, monkeypatch):
+    """Two processes on one index (two Lambdas): the second refits between the first's embedding and its write."""
+    folder = FolderStorage(tmp_path / "bucket")
+    folder.root.mkdir()
+    first, second = (ImageSearch(Settings.from_env({}, data_dir=tmp_path / "data"), embedder=WhitenedColourEmbedder())
+                     for _ in range(2))
+    first.index.ensure_index()
+    for i, colour in enumerate(distinct_colours(18)):
+        folder.put(f"{i:02d}.png", png(colour))
+    first.index_source(folder)
+    folder.put("extra.png", png((9, 9, 9)))
+    second.sync_object(folder, "extra.png")  # 19 images: not yet time for a refit by the policy
+    old = first.whitening().id
+    write = first.index.upsert
+
+    def write_after_a_refit_elsewhere(documents):
+        second.refit()
+        write(documents)
+
+    monkeypatch.setattr(first.index, "upsert", write_after_a_refit_elsewhere)
+    folder.put("late.png", png((1, 2, 3)))
+    first.sync_object(folder, "late.png")
+    current = first.index.whitening_info()[0]
+    assert current != old and first.index.get(doc_id(folder.bucket, "late.png")).whitening == current
+    assert first.index.count(stale_for=current) == 0 and first.index.count() == 20
+
+
+class BlankRefusingEmbedder(ColourEmbedder):
+    """Like the real embedder on an image without features: refuses the whole batch it is in."""
+
+    def describe(self, images):
+        if any(image.getbbox() is None for image in images):  # all black
+            raise BadImageError("the image produced no features at all (a blank image?)")
+        return super().describe(images)
+
+
+def test_one_featureless_image_does_not_spoil_its_batch(tmp_path):
+    folder = FolderStorage(tmp_path / "bucket")
+    folder.root.mkdir()
+    search = ImageSearch(Settings.from_env({}, data_dir=tmp_path / "data"), embedder=BlankRefusingEmbedder())
+    search.index.ensure_index()
+    for name, colour in (("a.png", (255, 0, 0)), ("b.png", (0, 0, 0)), ("c.png", (0, 0, 255))):
+        folder.put(name, png(colour))
+    report = search.index_source(folder)
+    assert report.indexed == 2 and [key for key, _ in report.failed] == ["b.png"]
+    assert "no features" in report.failed[0][1] and search.index.count() == 2

@@ -131,7 +131,7 @@ OPENAPI: dict = {
         "/image/content": _content("The bytes of an indexed image (?key=)", _BY_QUERY),
         "/stats": {"get": {
             "summary": "Index statistics", "tags": ["service"],
-            "responses": {"200": _json(_ref("schemas", "Stats"), "document count, model and backend"),
+            "responses": {"200": _json(_ref("schemas", "Stats"), "document count, model, backend and whitening"),
                           "401": _ref("responses", "MissingApiKey"), "403": _ref("responses", "WrongApiKey"),
                           "503": _ref("responses", "Unavailable")}}},
         "/health": {"get": {
@@ -210,8 +210,10 @@ OPENAPI: dict = {
                 "width": {"type": "integer", "nullable": True}, "height": {"type": "integer", "nullable": True},
                 "content_type": {"type": "string", "nullable": True}, "model_id": {"type": "string"},
                 "indexed_at": {"type": "string"}, "url": {"type": "string"}}},
-            "Stats": {"type": "object", "required": ["documents", "model_id", "backend"], "properties": {
-                "documents": {"type": "integer"}, "model_id": {"type": "string"}, "backend": {"type": "string"}}},
+            "Stats": {"type": "object", "required": ["documents", "model_id", "backend", "whitening"], "properties": {
+                "documents": {"type": "integer"}, "model_id": {"type": "string"}, "backend": {"type": "string"},
+                "whitening": {"type": "string", "description": "id of the index's PCA-whitening; none until "
+                                                               "the index holds enough images to learn one"}}},
             "Health": {"type": "object", "required": ["ok", "down", "index"], "properties": {
                 "ok": {"type": "boolean"}, "down": {"type": "array", "items": {"type": "string"}},
                 "index": {"type": "object", "properties": {"ok": {"type": "boolean"}}, "additionalProperties": True},

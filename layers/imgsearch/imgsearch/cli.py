@@ -62,8 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     _search_options(p)
     p.set_defaults(run=cmd_similar)
 
-    p = commands.add_parser("stats", help="document count, model and backend")
+    p = commands.add_parser("stats", help="document count, model, backend and whitening")
     p.set_defaults(run=cmd_stats)
+
+    p = commands.add_parser("refit", help="refit the index's whitening on every indexed image now (it also "
+                                          "refits itself as the index grows)")
+    p.set_defaults(run=cmd_refit)
 
     p = commands.add_parser("serve", help="serve the search API and web page on this machine")
     p.add_argument("--host", default="127.0.0.1")
@@ -182,6 +186,11 @@ def _print_results(results, as_json: bool) -> None:
 
 def cmd_stats(args, settings: Settings) -> int:
     print(json.dumps(_service(settings).stats()))
+    return 0
+
+
+def cmd_refit(args, settings: Settings) -> int:
+    print(json.dumps(_service(settings).refit()))
     return 0
 
 

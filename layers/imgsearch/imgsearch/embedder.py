@@ -1,13 +1,16 @@
 """VGG19 global descriptors: one Embedder per process, shared by ingest and search.
 
-Stored vectors (the first recipe, kept compatible with the original demo's index): resize to 224x224, Keras'
-`preprocess_input` on RGB (the demo fed OpenCV's BGR by mistake), VGG19 conv layers with ImageNet weights,
-global max pooling -> 512 floats, L2-normalised so that cosine similarity is a dot product.
+Every vector comes from VGG19's last convolution (block5_conv4, ImageNet weights) on RGB input with Keras'
+`preprocess_input` (the demo fed OpenCV's BGR by mistake), pooled by R-MAC (Tolias et al. 2016): the maximum of
+each of a set of overlapping square regions, each L2-normalised.
 
-Queries add region vectors: in a photo of a thing the thing is smaller and surrounded by clutter, so the query is
-also looked at closer (longer side 448) and described region by region (R-MAC regions, Tolias et al. 2016); a
-document scores its best cosine over the query's vectors. The first query vector is the stored recipe itself,
-so an indexed image still finds itself at 1.0. Measured in docs/quality.md.
+- A document is looked at twice, squashed to 224x224 and with its longer side at 320; per size the regions are
+  summed, then the sizes are summed: the raw vector. The stored vector is the raw one PCA-whitened with the
+  index's whitening (whitening.py); the raw vector and the regions are kept so a refit needs no network.
+- A query is described like a document, and also looked at closer (longer side 448 and 640), because in a
+  photo of a thing the thing fills only part of the frame, and cut into more regions (5 levels, about 140
+  vectors); a document scores its best cosine over them, so one region that shows the thing is enough, and an
+  indexed image still finds itself at 1.0. Measured in docs/quality.md.
 """
 
 from __future__ import annotations
@@ -20,20 +23,23 @@ import numpy as np
 from PIL import Image
 
 from .errors import BadImageError, WeightsError
+from .whitening import DescriptorSet, unit_rows
 
 DIM = 512
-INPUT_SIZE = 224
-MODEL_ID = "vgg19-imagenet-mac224-l2"  # stored with every document: a recipe change never mixes vectors
-QUERY_MAX_SIDE = 448
-REGION_LEVELS = 3  # about 21 regions at 448x336
+MODEL_ID = "vgg19-rmac-sq224+320-pcaw"  # stored with every document: a recipe change never mixes vectors
+DOCUMENT_SIZES = ("sq224", "320")  # "sqN": squashed to NxN; "N": aspect kept, longer side N
+DOCUMENT_LEVELS = 3  # R-MAC levels: about 14 regions at 224x224, 21 at 320x240
+QUERY_SIZES = ("448", "640")
+QUERY_LEVELS = 5  # about 70 regions per size
 WEIGHTS_FILE_NAME = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
 
 class Embedder:
-    """Turns RGB images into L2-normalised float32 vectors of shape (n, 512)."""
+    """Turns RGB images into 512-d descriptors: DescriptorSets for documents, region vectors for queries."""
 
     model_id = MODEL_ID
     dim = DIM
+    whitened = True  # documents and queries are compared after the index's PCA-whitening
 
     def __init__(self, weights: str | None = None, *, batch_size: int = 8):
         self.weights = weights
@@ -42,35 +48,53 @@ class Embedder:
         self._forward = None
         self._lock = threading.Lock()
 
-    def preprocess(self, image: Image.Image, size: tuple[int, int] = (INPUT_SIZE, INPUT_SIZE)) -> np.ndarray:
-        """RGB image -> (h, w, 3) float32 at `size` (w, h), ready for the network."""
+    @staticmethod
+    def preprocess(image: Image.Image, size: str) -> np.ndarray:
+        """RGB image -> (h, w, 3) float32 network input at `size` ("sqN" or "N", see DOCUMENT_SIZES)."""
         from keras.applications.vgg19 import preprocess_input
 
-        resized = image.convert("RGB").resize(size, Image.BILINEAR)
-        pixels = np.asarray(resized, dtype=np.float32)  # (h, w, 3) RGB 0..255
+        if size.startswith("sq"):
+            shape = (int(size[2:]), int(size[2:]))
+        else:
+            scale = int(size) / max(image.size)
+            shape = (max(32, round(image.width * scale)), max(32, round(image.height * scale)))
+        pixels = np.asarray(image.convert("RGB").resize(shape, Image.BILINEAR), dtype=np.float32)  # RGB 0..255
         return preprocess_input(pixels)  # (h, w, 3) BGR, ImageNet mean removed ("caffe" mode)
 
+    def feature_maps(self, images: Sequence[Image.Image], size: str) -> list[np.ndarray]:
+        """block5_conv4 of each image at `size`: (h/16, w/16, 512) each; same-shape inputs run batch_size at a time."""
+        forward = self._load()
+        if not size.startswith("sq"):
+            return [forward(self.preprocess(image, size)[None])[0] for image in images]
+        maps = []
+        for start in range(0, len(images), self.batch_size):
+            maps += list(forward(np.stack([self.preprocess(image, size)
+                                           for image in images[start:start + self.batch_size]])))
+        return maps
+
+    def describe(self, images: Sequence[Image.Image]) -> list[DescriptorSet]:
+        """Documents: raw multi-size R-MAC vector and all region descriptors of each image."""
+        per_size = [[region_maxima(m, DOCUMENT_LEVELS) for m in self.feature_maps(images, size)]
+                    for size in DOCUMENT_SIZES]
+        described = []
+        for regions in zip(*per_size):  # one tuple of (R_size, 512) arrays per image
+            raw = unit_rows(np.sum([unit_rows(r.sum(axis=0)) for r in regions], axis=0))
+            if not np.isfinite(raw).all() or np.linalg.norm(raw) < 0.5:
+                raise BadImageError("the image produced no features at all (a blank image?)")
+            described.append(DescriptorSet(raw=raw, regions=np.concatenate(regions)))
+        return described
+
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Embed many images, batch_size per model call; returns (n, 512) float32, each row unit length."""
+        """The raw (unwhitened) document vectors: (n, 512) float32, unit rows."""
         if not images:
             return np.zeros((0, DIM), dtype=np.float32)
-        forward = self._load()
-        rows = []
-        for start in range(0, len(images), self.batch_size):
-            batch = np.stack([self.preprocess(img) for img in images[start:start + self.batch_size]])  # (b, 224, 224, 3)
-            rows.append(forward(batch).max(axis=(1, 2)))  # (b, 14, 14, 512) -> (b, 512): global max pooling
-        return normalize(np.concatenate(rows))  # (n, 512)
-
-    def embed_one(self, image: Image.Image) -> np.ndarray:
-        return self.embed([image])[0]  # (512,)
+        return np.stack([d.raw for d in self.describe(images)])
 
     def embed_query(self, image: Image.Image) -> np.ndarray:
-        """The stored recipe's vector, then the region vectors of the image at longer side 448: (1 + R, 512)."""
-        whole = self.embed([image])  # (1, 512)
-        scale = QUERY_MAX_SIDE / max(image.size)
-        size = (max(32, round(image.width * scale)), max(32, round(image.height * scale)))
-        feature_map = self._load()(self.preprocess(image, size)[None])[0]  # (h/16, w/16, 512)
-        return np.concatenate([whole, region_maxima(feature_map)])  # (1 + R, 512)
+        """The image's own document vector (so an indexed image finds itself at 1.0), then its region vectors at
+        every QUERY_SIZES size; unwhitened: (1 + R, 512), about 140 rows."""
+        regions = [region_maxima(self.feature_maps([image], size)[0], QUERY_LEVELS) for size in QUERY_SIZES]
+        return np.concatenate([self.describe([image])[0].raw[None], *regions])
 
     def _load(self):
         with self._lock:
@@ -112,29 +136,31 @@ def _compiled(model):
     return lambda batch: forward(tf.constant(batch)).numpy()
 
 
-def region_maxima(feature_map: np.ndarray, levels: int = REGION_LEVELS) -> np.ndarray:
-    """L2-normalised max of each R-MAC region of a (h, w, 512) map: the whole map, then at level l = 1..levels
-    squares of side 2*min(h, w)/(l + 1) on a grid with about 40% overlap. Returns (R, 512)."""
-    h, w, _ = feature_map.shape
+def region_boxes(h: int, w: int, levels: int) -> list[tuple[int, int, int, int]]:
+    """R-MAC regions of an (h, w) map as (y0, x0, y1, x1): the whole map, then at level l = 1..levels squares of
+    side 2*min(h, w)/(l + 1) on a grid with about 40% overlap, one more step along the longer side (as in
+    Tolias et al. and cnnimageretrieval-pytorch)."""
     short = min(h, w)
     steps = np.arange(2, 8)
-    overlap = ((short ** 2 - short * (max(h, w) - short) / (steps - 1)) / short ** 2)
-    extra = int(np.argmin(np.abs(overlap - 0.4))) + 1  # more regions along the longer side
+    overlap = (short ** 2 - short * (max(h, w) - short) / (steps - 1)) / short ** 2
+    extra = int(np.argmin(np.abs(overlap - 0.4))) + 1
+    extra_x, extra_y = (extra if w > h else 0), (extra if h > w else 0)
     boxes = [(0, 0, h, w)]
     for level in range(1, levels + 1):
         side = int(2 * short / (level + 1))
-        across, down = level + (extra if w > h else 0), level + (extra if h > w else 0)
-        xs = np.linspace(0, w - side, across).astype(int) if across > 1 else [0]
-        ys = np.linspace(0, h - side, down).astype(int) if down > 1 else [0]
-        boxes += [(y, x, y + side, x + side) for y in ys for x in xs]
-    maxima = np.stack([feature_map[y0:y1, x0:x1].max(axis=(0, 1)) for y0, x0, y1, x1 in dict.fromkeys(boxes)])
-    return maxima / (np.linalg.norm(maxima, axis=1, keepdims=True) + 1e-12)  # (R, 512)
+        if side < 1:
+            continue
+        half = int(np.floor(side / 2 - 1))
+        step_x = 0.0 if level + extra_x == 1 else (w - side) / (level + extra_x - 1)
+        step_y = 0.0 if level + extra_y == 1 else (h - side) / (level + extra_y - 1)
+        xs = (np.floor(half + np.arange(level + extra_x) * step_x) - half).astype(int)
+        ys = (np.floor(half + np.arange(level + extra_y) * step_y) - half).astype(int)
+        boxes += [(int(y), int(x), int(y) + side, int(x) + side) for y in ys for x in xs]
+    return list(dict.fromkeys(boxes))
 
 
-def normalize(vectors: np.ndarray) -> np.ndarray:
-    """Rows to unit length; an all-zero row would make cosine undefined, so it is an error."""
-    vectors = np.asarray(vectors, dtype=np.float32)  # (n, d)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)  # (n, 1)
-    if np.any(norms < 1e-12):
-        raise BadImageError("the image produced no features at all (a blank image?)")
-    return vectors / norms
+def region_maxima(feature_map: np.ndarray, levels: int) -> np.ndarray:
+    """L2-normalised max of each R-MAC region of a (h, w, 512) map: (R, 512)."""
+    h, w, _ = feature_map.shape
+    maxima = np.stack([feature_map[y0:y1, x0:x1].max(axis=(0, 1)) for y0, x0, y1, x1 in region_boxes(h, w, levels)])
+    return unit_rows(maxima[np.linalg.norm(maxima, axis=1) > 1e-6])  # a blank region describes nothing

@@ -36,7 +36,8 @@ def evaluate(dataset: Path, settings: Settings, *, query_prefix: str | None = No
             for folder in reference_dirs:
                 report = search.index_source(FolderStorage(dataset / folder))
                 indexed += report.indexed
-            ingest_seconds = time.perf_counter() - started
+            ingest_seconds = time.perf_counter() - started  # the whitening's fit included
+            whitening = search.whitening()
             search.embedder.embed_query(_first_image(dataset, truth))  # warm the model: latency is per query
             ranks, latencies = [], []
             for query, relevant in sorted(truth.items()):
@@ -53,7 +54,9 @@ def evaluate(dataset: Path, settings: Settings, *, query_prefix: str | None = No
     n = len(ranks)
     return {
         "dataset": str(dataset), "queries": n, "references": indexed, "model_id": search.embedder.model_id,
-        "backend": settings.backend, "rerank": settings.rerank and f"top {settings.rerank_depth}", "top1": round(sum(r == 1 for r in ranks if r) / n, 3),
+        "backend": settings.backend, "whitening": f"{whitening.id} ({whitening.images} images)",
+        "rerank": settings.rerank and f"top {settings.rerank_depth}",
+        "top1": round(sum(r == 1 for r in ranks if r) / n, 3),
         "top5": round(sum(1 for r in ranks if r and r <= 5) / n, 3),
         f"top{depth}": round(sum(1 for r in ranks if r) / n, 3), "mrr": round(sum(1 / r for r in ranks if r) / n, 3),
         "ingest_images_per_s": round(indexed / ingest_seconds, 2) if ingest_seconds else None,
@@ -63,9 +66,10 @@ def evaluate(dataset: Path, settings: Settings, *, query_prefix: str | None = No
 
 def format_report(report: dict) -> str:
     lines = [f"{report['queries']} queries against {report['references']} references "
-             f"({report['model_id']}, {report['backend']}, re-ranking: {report['rerank'] or 'off'})"]
+             f"({report['model_id']}, {report['backend']}, re-ranking: {report['rerank'] or 'off'}, "
+             f"whitening: {report['whitening']})"]
     lines += [f"  {name:<20} {value}" for name, value in report.items()
-              if name not in ("dataset", "queries", "references", "model_id", "backend", "rerank")]
+              if name not in ("dataset", "queries", "references", "model_id", "backend", "whitening", "rerank")]
     return "\n".join(lines)
 
 

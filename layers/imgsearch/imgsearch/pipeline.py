@@ -9,7 +9,10 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Callable, Iterable
+
+import numpy as np
 
 from . import local_features
 from .config import Settings
@@ -20,6 +23,7 @@ from .images import DecodedImage, decode_image
 from .index import IndexBackend, SearchPage, SearchRequest, doc_id, open_index
 from .index.base import Hit, ImageDocument
 from .storage import FolderStorage, S3Storage, Storage, StoredObject, s3_client
+from .whitening import GROWTH, IDENTITY_ID, MIN_IMAGES, REFIT_UNTIL, DescriptorSet, Whitening, WhiteningStats
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,7 @@ class ImageSearch:
         self._storage_for = storage_for or self._default_storage
         self._storages: dict[str, Storage] = {}
         self._s3 = None
+        self._whitening = Whitening.identity(self.embedder.dim)
 
     # -- storage ------------------------------------------------------------------------------------------
     def storage(self, bucket: str) -> Storage:
@@ -108,6 +113,7 @@ class ImageSearch:
             self.index.delete([did])
             return ChangeOutcome("deleted", storage.bucket, key, did)
         self.index.upsert(self._documents([current], [decoded]))
+        self.maybe_refit()
         return ChangeOutcome("indexed", storage.bucket, key, did)
 
     def index_source(self, storage: Storage, prefix: str = "", *, prune: bool = False, force: bool = False,
@@ -136,9 +142,9 @@ class ImageSearch:
                     good.append(obj)
                 except (PermanentError, NotFoundError) as exc:
                     report.failed.append((obj.key, str(exc)))
-            if good:
-                self.index.upsert(self._documents(good, decoded))
-                report.indexed += len(good)
+            documents = self._documents_or_failures(good, decoded, report)
+            self.index.upsert(documents)
+            report.indexed += len(documents)
             if progress:
                 progress(len(batch))
         if prune:
@@ -146,6 +152,7 @@ class ImageSearch:
             stale = [e.doc_id for key, e in known.items() if key not in present]
             report.deleted = self.index.delete(stale) if stale else 0
         self.index.refresh()
+        self.maybe_refit()
         return report
 
     def _read_and_decode(self, storage: Storage, obj: StoredObject) -> DecodedImage:
@@ -157,21 +164,89 @@ class ImageSearch:
                             draft_size=224)
 
     def _documents(self, objects: list[StoredObject], decoded: list[DecodedImage]) -> list[ImageDocument]:
-        vectors = self.embedder.embed([d.image for d in decoded])  # (n, 512)
+        described = self.embedder.describe([d.image for d in decoded])
+        whitening = self.whitening()
+        vectors = whitening.apply(np.stack([d.raw for d in described]))  # (n, 512)
         return [ImageDocument(bucket=obj.bucket, key=obj.key, vector=vector, model_id=self.embedder.model_id,
                               etag=obj.etag, size=obj.size, width=d.width, height=d.height,
-                              content_type=d.content_type, local_features=self._local_features(d))
-                for obj, d, vector in zip(objects, decoded, vectors)]
+                              content_type=d.content_type, local_features=self._local_features(d),
+                              descriptors=descriptors.to_bytes(), whitening=whitening.id)
+                for obj, d, descriptors, vector in zip(objects, decoded, described, vectors)]
+
+    def _documents_or_failures(self, objects: list[StoredObject], decoded: list[DecodedImage],
+                               report: IndexReport) -> list[ImageDocument]:
+        """Documents for a batch; if one image spoils it (e.g. no features at all), the rest still get theirs."""
+        try:
+            return self._documents(objects, decoded) if objects else []
+        except PermanentError:
+            pass  # one at a time below, to name the culprit
+        documents = []
+        for obj, image in zip(objects, decoded):
+            try:
+                documents += self._documents([obj], [image])
+            except PermanentError as exc:
+                report.failed.append((obj.key, str(exc)))
+        return documents
 
     def _local_features(self, decoded: DecodedImage) -> bytes | None:
         return local_features.encode(local_features.extract(decoded.image)) if self.settings.rerank else None
+
+    # -- whitening ----------------------------------------------------------------------------------------
+    def whitening(self) -> Whitening:
+        """The index's whitening (the identity until it has one), reloaded only when another process changed it."""
+        info = self.index.whitening_info() if self.embedder.whitened else None
+        if (info[0] if info else IDENTITY_ID) != self._whitening.id:
+            self._whitening = self.index.load_whitening() or Whitening.identity(self.embedder.dim)
+        return self._whitening
+
+    def maybe_refit(self) -> None:
+        """After a write: refit the whitening if the index has grown enough since the last fit (whitening.py's
+        policy), else re-derive vectors left behind by another whitening (a refit elsewhere that raced with
+        this write, or one cut short by a timeout)."""
+        if not self.embedder.whitened:
+            return
+        info = self.index.whitening_info()
+        fitted_on = info[1] if info else 0
+        self.index.refresh()  # counts must include this write, or a burst of events could end without a refit
+        count = self.index.count()
+        if count >= MIN_IMAGES and fitted_on < REFIT_UNTIL and count >= GROWTH * fitted_on:
+            self.refit()
+        elif self.index.count(stale_for=self.whitening().id):
+            self.rewhiten()
+
+    def refit(self) -> dict:
+        """Fit the whitening on every indexed image's regions, store it, and re-derive every stored vector."""
+        self.index.refresh()  # every document written before this point takes part, and is re-derived below
+        stats = WhiteningStats(self.embedder.dim)
+        for _, blob in self.index.descriptor_sets():
+            stats.add(DescriptorSet.from_bytes(blob).regions)
+        if not stats.images:
+            return {"whitening": self.whitening().id, "images": 0, "rewhitened": 0}
+        self._whitening = stats.fit()
+        self.index.save_whitening(self._whitening)
+        return {"whitening": self._whitening.id, "images": stats.images, "rewhitened": self.rewhiten()}
+
+    def rewhiten(self, batch_size: int = 200) -> int:
+        """Re-derive the vectors made with another whitening than the current one; returns how many. Stops if
+        a newer refit (another process) takes over: that one re-derives everything."""
+        whitening = self.whitening()
+        stale = self.index.descriptor_sets(stale_for=whitening.id)
+        done = 0
+        while batch := list(islice(stale, batch_size)):
+            if self.whitening().id != whitening.id:
+                break
+            vectors = whitening.apply(np.stack([DescriptorSet.from_bytes(blob).raw for _, blob in batch]))
+            self.index.set_vectors([(did, vector, whitening.id) for (did, _), vector in zip(batch, vectors)])
+            done += len(batch)
+        self.index.refresh()
+        return done
 
     # -- search -------------------------------------------------------------------------------------------
     def search_image(self, data: bytes, **options) -> SearchResults:
         """Search with an uploaded image. Options: min_score, page, page_size, mode, key_prefix, rerank."""
         started = time.perf_counter()
         image = self.decode(data).image
-        vectors = self.embedder.embed_query(image)  # (1 + R, 512): the image, then its regions
+        vectors = self.whitening().apply(self.embedder.embed_query(image))  # (1 + R, 512): itself, its regions
         return self._search(vectors, started, query_features=lambda: local_features.extract(image), **options)
 
     def similar_to(self, bucket: str, key: str, **options) -> SearchResults:
@@ -234,7 +309,8 @@ class ImageSearch:
         return self.storage(bucket).url(key)
 
     def stats(self) -> dict:
-        return {"documents": self.index.count(), "model_id": self.embedder.model_id, "backend": self.index.name}
+        return {"documents": self.index.count(), "model_id": self.embedder.model_id, "backend": self.index.name,
+                "whitening": self.whitening().id}
 
     def close(self) -> None:
         self.index.close()

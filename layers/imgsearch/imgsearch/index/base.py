@@ -15,6 +15,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from ..errors import IncompatibleIndexError, InvalidRequestError
+from ..whitening import Whitening
 
 
 def doc_id(bucket: str, key: str) -> str:
@@ -42,6 +43,8 @@ class ImageDocument:
     content_type: str | None = None
     indexed_at: str = field(default_factory=utc_now)
     local_features: bytes | None = None  # compact keypoints+descriptors for geometric re-ranking
+    descriptors: bytes | None = None  # DescriptorSet: the raw vector and regions, to re-whiten without the network
+    whitening: str | None = None  # id of the whitening `vector` was made with
 
     @property
     def doc_id(self) -> str:
@@ -52,7 +55,7 @@ class ImageDocument:
         return {
             "id": self.doc_id, "bucket": self.bucket, "key": self.key, "etag": self.etag, "size": self.size,
             "width": self.width, "height": self.height, "content_type": self.content_type,
-            "model_id": self.model_id, "indexed_at": self.indexed_at,
+            "model_id": self.model_id, "whitening": self.whitening, "indexed_at": self.indexed_at,
         }
 
 
@@ -155,7 +158,9 @@ class IndexBackend(ABC):
     def get(self, doc_id: str, *, with_vector: bool = True) -> ImageDocument | None: ...
 
     @abstractmethod
-    def count(self) -> int: ...
+    def count(self, *, stale_for: str | None = None) -> int:
+        """How many documents; with stale_for, only those whose vector was made with another whitening (a
+        document without a whitening id is never stale)."""
 
     @abstractmethod
     def search(self, request: SearchRequest) -> SearchPage: ...
@@ -163,6 +168,27 @@ class IndexBackend(ABC):
     @abstractmethod
     def entries(self, bucket: str | None = None) -> Iterator[IndexEntry]:
         """Every document's id, key and etag (for sync)."""
+
+    # -- the index's whitening (whitening.py): stored beside the documents, refitted as the index grows --------
+    @abstractmethod
+    def whitening_info(self) -> tuple[str, int] | None:
+        """(id, images fitted on) of the stored whitening, or None; cheap enough to ask on every request."""
+
+    @abstractmethod
+    def load_whitening(self) -> Whitening | None: ...
+
+    @abstractmethod
+    def save_whitening(self, whitening: Whitening) -> None:
+        """Store it as the index's whitening, replacing any other (last writer wins)."""
+
+    @abstractmethod
+    def descriptor_sets(self, *, stale_for: str | None = None) -> Iterator[tuple[str, bytes]]:
+        """(doc_id, DescriptorSet bytes) of every document that has them; with stale_for, only of the stale ones
+        (see count)."""
+
+    @abstractmethod
+    def set_vectors(self, updates: Sequence[tuple[str, np.ndarray, str]]) -> None:
+        """Replace the vectors of existing documents: (doc_id, vector (512,), whitening id) each."""
 
     def refresh(self) -> None:
         """Make recent writes visible to search (a no-op where they always are)."""

@@ -16,13 +16,18 @@ import numpy as np
 from ..config import Settings
 from ..errors import (BackendUnavailableError, ConfigError, IncompatibleIndexError, InvalidRequestError,
                       PermanentError)
+from ..whitening import Whitening
 from .base import Hit, ImageDocument, IndexBackend, IndexEntry, SearchPage, SearchRequest
 
 log = logging.getLogger(__name__)
 
 VECTOR_FIELD = "feature_vector"  # the demo's names: file_name + feature_vector
 MAX_K = 10_000  # Elasticsearch's limit for knn k and num_candidates
-_META_FIELDS = ["bucket", "key", "etag", "size", "width", "height", "content_type", "model_id", "indexed_at"]
+_META_FIELDS = ["bucket", "key", "etag", "size", "width", "height", "content_type", "model_id", "whitening",
+                "indexed_at"]
+_BLOB_FIELDS = ["local_features", "descriptors"]  # never needed by a plain search
+WHITENING_MAPPING = {"dynamic": "strict", "properties": {
+    "id": {"type": "keyword"}, "images": {"type": "integer"}, "matrix": {"type": "binary"}}}
 
 
 def mapping(*, dim: int, model_id: str, vector_index: str) -> dict:
@@ -43,7 +48,10 @@ def mapping(*, dim: int, model_id: str, vector_index: str) -> dict:
             "content_type": {"type": "keyword"},
             "model_id": {"type": "keyword"},
             "indexed_at": {"type": "date"},
-            "local_features": {"type": "binary"},  # not indexed, no doc values: stored for re-ranking only
+            "whitening": {"type": "keyword"},
+            # binary: not indexed, no doc values; local features for re-ranking, descriptors for re-whitening
+            "local_features": {"type": "binary"},
+            "descriptors": {"type": "binary"},
         },
     }
 
@@ -97,6 +105,7 @@ class ElasticsearchIndex(IndexBackend):
                  vector_index: str = "hnsw", knn_candidates: int = 100, refresh: bool | str = False):
         self.client = client
         self.index = index
+        self.whitening_index = f"{index}_whitening"  # one document: the index's whitening (a 1 MB matrix)
         self.dim = dim
         self.model_id = model_id
         self.vector_index = vector_index
@@ -111,18 +120,23 @@ class ElasticsearchIndex(IndexBackend):
 
     # -- index lifecycle -----------------------------------------------------------------------------------
     def ensure_index(self) -> None:
+        self._check_server_version()
+        if not self._create(self.index, mapping(dim=self.dim, model_id=self.model_id, vector_index=self.vector_index)):
+            self._check_existing_mapping()
+        self._create(self.whitening_index, WHITENING_MAPPING)
+
+    def _create(self, index: str, mappings: dict) -> bool:
+        """Create an index; False if it already exists (perhaps another process won the race: fine)."""
         from elasticsearch import BadRequestError
 
-        self._check_server_version()
         try:
-            self._call(self.client.indices.create, index=self.index,
-                       mappings=mapping(dim=self.dim, model_id=self.model_id, vector_index=self.vector_index),
+            self._call(self.client.indices.create, index=index, mappings=mappings,
                        settings={"index": {"auto_expand_replicas": "0-1"}})
-            return
+            return True
         except BadRequestError as exc:
-            if exc.error != "resource_already_exists_exception":  # another process won the race: fine
-                raise PermanentError(f"cannot create index {self.index}: {exc.message}") from exc
-        self._check_existing_mapping()
+            if exc.error != "resource_already_exists_exception":
+                raise PermanentError(f"cannot create index {index}: {exc.message}") from exc
+            return False
 
     def _check_existing_mapping(self) -> None:
         found = self._call(self.client.indices.get_mapping, index=self.index).body
@@ -153,27 +167,32 @@ class ElasticsearchIndex(IndexBackend):
                               f"{elasticsearch.__versionstr__}; their major versions must match")
 
     def delete_index(self) -> None:
-        self._call(self.client.indices.delete, index=self.index, ignore_unavailable=True)
+        self._call(self.client.indices.delete, index=[self.index, self.whitening_index], ignore_unavailable=True)
 
     # -- writes ---------------------------------------------------------------------------------------------
     def upsert(self, documents: Sequence[ImageDocument]) -> None:
-        from elasticsearch import helpers
-
         actions = []
         for doc in documents:
             self.checked_vector(doc)
             actions.append({"_op_type": "index", "_index": self.index, "_id": doc.doc_id, "_source": _source(doc)})
+        self._bulk(actions, "index")
+
+    def _bulk(self, actions: list[dict], op: str) -> None:
+        from elasticsearch import helpers
+
         if not actions:
             return
         # bulk retries 429s itself with capped backoff; the transport retries 502/503/504 and timeouts.
         failed = self._call(lambda: helpers.bulk(self.client, actions, chunk_size=200, max_retries=3,
                                                  initial_backoff=1, max_backoff=10, raise_on_error=False,
                                                  refresh=self.refresh_on_write)[1])
+        statuses = {item.get(op, {}).get("status") for item in failed}
+        if op == "update":  # 404: deleted meanwhile, nothing left to update
+            failed = [item for item in failed if item.get(op, {}).get("status") != 404]
         if failed:
-            statuses = {item.get("index", {}).get("status") for item in failed}
-            reasons = "; ".join(str(item.get("index", {}).get("error", {}).get("reason")) for item in failed[:3])
+            reasons = "; ".join(str(item.get(op, {}).get("error", {}).get("reason")) for item in failed[:3])
             if statuses & {429, 500, 502, 503, 504}:
-                raise BackendUnavailableError(f"{len(failed)} documents not indexed (Elasticsearch busy): {reasons}")
+                raise BackendUnavailableError(f"{len(failed)} documents not written (Elasticsearch busy): {reasons}")
             raise PermanentError(f"{len(failed)} documents rejected by Elasticsearch: {reasons}")
 
     def delete(self, doc_ids: Iterable[str]) -> int:
@@ -189,22 +208,65 @@ class ElasticsearchIndex(IndexBackend):
             raise BackendUnavailableError(f"{len(other)} deletions failed: {other[0]}")
         return ok
 
+    def set_vectors(self, updates: Sequence[tuple[str, np.ndarray, str]]) -> None:
+        actions = [{"_op_type": "update", "_index": self.index, "_id": did,
+                    "doc": {VECTOR_FIELD: _floats(vector), "whitening": whitening}}
+                   for did, vector, whitening in updates]
+        self._bulk(actions, "update")
+
     def refresh(self) -> None:
         self._call(self.client.indices.refresh, index=self.index)
+
+    # -- whitening ------------------------------------------------------------------------------------------
+    def whitening_info(self) -> tuple[str, int] | None:
+        found = self._whitening_source(["id", "images"])
+        return (found["id"], found["images"]) if found else None
+
+    def load_whitening(self) -> Whitening | None:
+        found = self._whitening_source(None)
+        return Whitening.from_bytes(base64.b64decode(found["matrix"]), found["id"], found["images"],
+                                    dim=self.dim) if found else None
+
+    def _whitening_source(self, fields: list[str] | None) -> dict | None:
+        from elasticsearch import NotFoundError as EsNotFound
+
+        try:  # a get by id is real-time: no refresh needed after a save
+            return self._call(self.client.get, index=self.whitening_index, id="whitening",
+                              source_includes=fields)["_source"]
+        except EsNotFound:
+            return None
+
+    def save_whitening(self, whitening: Whitening) -> None:
+        self._call(self.client.index, index=self.whitening_index, id="whitening", refresh=True,
+                   document={"id": whitening.id, "images": whitening.images,
+                             "matrix": base64.b64encode(whitening.to_bytes()).decode("ascii")})
+
+    def descriptor_sets(self, *, stale_for: str | None = None) -> Iterator[tuple[str, bytes]]:
+        from elasticsearch import helpers
+
+        # binary fields are not indexed, so documents without descriptors are skipped here, not in the query
+        scan = helpers.scan(self.client, index=self.index, query={"query": _stale_query(stale_for)}, size=200,
+                            _source=["descriptors"])
+        while True:  # a generator: errors surface one page at a time, translated like every other call
+            hit = self._call(next, scan, None)
+            if hit is None:
+                return
+            if hit["_source"].get("descriptors"):
+                yield hit["_id"], base64.b64decode(hit["_source"]["descriptors"])
 
     # -- reads ----------------------------------------------------------------------------------------------
     def get(self, doc_id: str, *, with_vector: bool = True) -> ImageDocument | None:
         from elasticsearch import NotFoundError as EsNotFound
 
-        excludes = [] if with_vector else [VECTOR_FIELD, "local_features"]
+        excludes = ["descriptors"] if with_vector else [VECTOR_FIELD] + _BLOB_FIELDS
         try:
             found = self._call(self.client.get, index=self.index, id=doc_id, source_excludes=excludes)
         except EsNotFound:
             return None
         return _document(found["_source"])
 
-    def count(self) -> int:
-        return self._call(self.client.count, index=self.index)["count"]
+    def count(self, *, stale_for: str | None = None) -> int:
+        return self._call(self.client.count, index=self.index, query=_stale_query(stale_for))["count"]
 
     def entries(self, bucket: str | None = None) -> Iterator[IndexEntry]:
         from elasticsearch import helpers
@@ -222,7 +284,8 @@ class ElasticsearchIndex(IndexBackend):
             filters.append({"prefix": {"key": request.key_prefix}})
         if request.exclude_ids:
             filters.append({"bool": {"must_not": {"ids": {"values": list(request.exclude_ids)}}}})
-        source = {"excludes": [VECTOR_FIELD] + ([] if request.with_local_features else ["local_features"])}
+        excludes = [VECTOR_FIELD, "descriptors"] + ([] if request.with_local_features else ["local_features"])
+        source = {"excludes": excludes}
         queries = request.queries(self.dim)  # (R, 512)
         if len(queries) == 1:
             single = dataclasses.replace(request, vector=queries[0])
@@ -237,26 +300,28 @@ class ElasticsearchIndex(IndexBackend):
     def _search_best_of(self, request: SearchRequest, queries: np.ndarray, strategy, filters, source) -> SearchPage:
         """Several query vectors: one request each in an _msearch, merged by each document's best score. A
         document in the merged top n is in the top n of the vector it scores best with, so the page is right;
-        total counts the distinct documents the requests returned."""
+        total counts the distinct documents the requests returned. The requests return ids and scores only
+        (a real query has ~140 vectors): the page's documents are fetched once, afterwards."""
         top = dataclasses.replace(request, page=1, page_size=request.offset + request.page_size)
         searches = []
         for query in queries:
             searches += [{"index": self.index},
-                         {**strategy.body(dataclasses.replace(top, vector=query), filters), "_source": source}]
-        best: dict[str, tuple[float, dict]] = {}
+                         {**strategy.body(dataclasses.replace(top, vector=query), filters), "_source": False}]
+        best: dict[str, float] = {}
         for response in self._call(self.client.msearch, searches=searches)["responses"]:
             if "error" in response:
                 status = response.get("status", 500)
                 error = BackendUnavailableError if status >= 500 or status == 429 else PermanentError
                 raise error(f"Elasticsearch error {status}: {response['error']}")
             for h in response["hits"]["hits"]:
-                score = strategy.to_cosine(h["_score"])
-                if h["_id"] not in best or score > best[h["_id"]][0]:
-                    best[h["_id"]] = (score, h["_source"])
-        ranked = sorted(best.items(), key=lambda item: (-item[1][0], item[0]))
+                best[h["_id"]] = max(best.get(h["_id"], -2.0), strategy.to_cosine(h["_score"]))
+        ranked = sorted(best.items(), key=lambda item: (-item[1], item[0]))
         window = ranked[request.offset:request.offset + request.page_size]
-        return SearchPage(hits=[Hit(score=score, document=_document(found)) for _, (score, found) in window],
-                          total=len(ranked), page=request.page, page_size=request.page_size)
+        found = self._call(self.client.mget, index=self.index, ids=[i for i, _ in window],
+                           source_excludes=source["excludes"])["docs"] if window else []
+        sources = {doc["_id"]: doc["_source"] for doc in found if doc.get("found")}  # deleted meanwhile: dropped
+        hits = [Hit(score=score, document=_document(sources[i])) for i, score in window if i in sources]
+        return SearchPage(hits=hits, total=len(ranked), page=request.page, page_size=request.page_size)
 
     def _strategy(self, request: SearchRequest):
         end = request.offset + request.page_size
@@ -321,6 +386,12 @@ def make_client(settings: Settings):
     return Elasticsearch(list(settings.es_urls), **options)
 
 
+def _stale_query(stale_for: str | None) -> dict:
+    if stale_for is None:
+        return {"match_all": {}}
+    return {"bool": {"filter": [{"exists": {"field": "whitening"}}], "must_not": [{"term": {"whitening": stale_for}}]}}
+
+
 def _floats(vector) -> list[float]:
     return np.asarray(vector, dtype=np.float32).astype(float).tolist()
 
@@ -328,9 +399,11 @@ def _floats(vector) -> list[float]:
 def _source(doc: ImageDocument) -> dict:
     source = {"file_name": doc.key, VECTOR_FIELD: _floats(doc.vector), "bucket": doc.bucket, "key": doc.key,
               "etag": doc.etag, "size": doc.size, "width": doc.width, "height": doc.height,
-              "content_type": doc.content_type, "model_id": doc.model_id, "indexed_at": doc.indexed_at}
-    if doc.local_features is not None:
-        source["local_features"] = base64.b64encode(doc.local_features).decode("ascii")
+              "content_type": doc.content_type, "model_id": doc.model_id, "whitening": doc.whitening,
+              "indexed_at": doc.indexed_at}
+    for name in _BLOB_FIELDS:
+        if getattr(doc, name) is not None:
+            source[name] = base64.b64encode(getattr(doc, name)).decode("ascii")
     return source
 
 

@@ -15,6 +15,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from ..errors import BackendUnavailableError, IncompatibleIndexError
+from ..whitening import Whitening
 from .base import Hit, ImageDocument, IndexBackend, IndexEntry, SearchPage, SearchRequest
 
 _SCHEMA = """
@@ -31,10 +32,18 @@ CREATE TABLE IF NOT EXISTS documents (
     model_id TEXT NOT NULL,
     indexed_at TEXT NOT NULL,
     vector BLOB NOT NULL,
-    local_features BLOB
+    local_features BLOB,
+    descriptors BLOB,
+    whitening TEXT
+);
+CREATE TABLE IF NOT EXISTS whitening (
+    singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+    id TEXT NOT NULL,
+    images INTEGER NOT NULL,
+    matrix BLOB NOT NULL
 );
 """
-_META_COLUMNS = "doc_id, bucket, key, etag, size, width, height, content_type, model_id, indexed_at"
+_META_COLUMNS = "doc_id, bucket, key, etag, size, width, height, content_type, model_id, whitening, indexed_at"
 
 
 class EmbeddedIndex(IndexBackend):
@@ -85,14 +94,46 @@ class EmbeddedIndex(IndexBackend):
         for doc in documents:
             vector = self.checked_vector(doc)
             rows.append((doc.doc_id, doc.bucket, doc.key, doc.etag, doc.size, doc.width, doc.height,
-                         doc.content_type, doc.model_id, doc.indexed_at, vector.tobytes(), doc.local_features))
+                         doc.content_type, doc.model_id, doc.whitening, doc.indexed_at, vector.tobytes(),
+                         doc.local_features, doc.descriptors))
         if not rows:
             return
         with self._lock, self._conn() as db:
             db.execute("BEGIN IMMEDIATE")
-            db.executemany(f"INSERT OR REPLACE INTO documents ({_META_COLUMNS}, vector, local_features) "
-                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            db.executemany(f"INSERT OR REPLACE INTO documents ({_META_COLUMNS}, vector, local_features, descriptors) "
+                           f"VALUES ({', '.join('?' * 14)})", rows)
             self._writes += 1
+
+    def set_vectors(self, updates: Sequence[tuple[str, np.ndarray, str]]) -> None:
+        rows = [(np.asarray(vector, dtype=np.float32).tobytes(), whitening, did) for did, vector, whitening in updates]
+        with self._lock, self._conn() as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("UPDATE documents SET vector = ?, whitening = ? WHERE doc_id = ?", rows)
+            self._writes += 1
+
+    # -- whitening ------------------------------------------------------------------------------------------
+    def whitening_info(self) -> tuple[str, int] | None:
+        with self._lock:
+            row = self._conn().execute("SELECT id, images FROM whitening").fetchone()
+        return (row[0], row[1]) if row else None
+
+    def load_whitening(self) -> Whitening | None:
+        with self._lock:
+            row = self._conn().execute("SELECT id, images, matrix FROM whitening").fetchone()
+        return Whitening.from_bytes(row[2], row[0], row[1], dim=self.dim) if row else None
+
+    def save_whitening(self, whitening: Whitening) -> None:
+        with self._lock, self._conn() as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT OR REPLACE INTO whitening VALUES (1, ?, ?, ?)",
+                       (whitening.id, whitening.images, whitening.to_bytes()))
+
+    def descriptor_sets(self, *, stale_for: str | None = None) -> Iterator[tuple[str, bytes]]:
+        query = "SELECT doc_id, descriptors FROM documents WHERE descriptors IS NOT NULL"
+        with self._lock:
+            rows = (self._conn().execute(query + " AND whitening != ?", (stale_for,)) if stale_for is not None
+                    else self._conn().execute(query)).fetchall()
+        return iter(rows)
 
     def delete(self, doc_ids: Iterable[str]) -> int:
         ids = [(i,) for i in doc_ids]
@@ -111,9 +152,12 @@ class EmbeddedIndex(IndexBackend):
                 (doc_id,)).fetchone()
         return _document(row) if row else None
 
-    def count(self) -> int:
+    def count(self, *, stale_for: str | None = None) -> int:
         with self._lock:
-            return self._conn().execute("SELECT COUNT(*) FROM documents").fetchone()[0]
+            if stale_for is None:
+                return self._conn().execute("SELECT COUNT(*) FROM documents").fetchone()[0]
+            return self._conn().execute("SELECT COUNT(*) FROM documents WHERE whitening != ?",
+                                        (stale_for,)).fetchone()[0]  # NULL (no whitening) is never != anything
 
     def entries(self, bucket: str | None = None) -> Iterator[IndexEntry]:
         query = "SELECT doc_id, bucket, key, etag, model_id FROM documents"
@@ -183,7 +227,9 @@ class EmbeddedIndex(IndexBackend):
 
 
 def _document(row) -> ImageDocument:
-    (doc_id, bucket, key, etag, size, width, height, content_type, model_id, indexed_at, vector, local) = row
+    (doc_id, bucket, key, etag, size, width, height, content_type, model_id, whitening, indexed_at, vector,
+     local) = row
     return ImageDocument(bucket=bucket, key=key, vector=np.frombuffer(vector, dtype=np.float32).copy(),
                          model_id=model_id, etag=etag, size=size, width=width, height=height,
-                         content_type=content_type, indexed_at=indexed_at, local_features=local)
+                         content_type=content_type, whitening=whitening, indexed_at=indexed_at,
+                         local_features=local)
