@@ -159,3 +159,31 @@ def test_one_featureless_image_does_not_spoil_its_batch(tmp_path):
     report = search.index_source(folder)
     assert report.indexed == 2 and [key for key, _ in report.failed] == ["b.png"]
     assert "no features" in report.failed[0][1] and search.index.count() == 2
+
+
+def test_a_refit_that_failed_is_finished_by_the_retried_event(tmp_path, monkeypatch):
+    from imgsearch.errors import BackendUnavailableError
+    from imgsearch.whitening import MIN_IMAGES
+
+    folder = FolderStorage(tmp_path / "bucket")
+    folder.root.mkdir()
+    search = ImageSearch(Settings.from_env({}, data_dir=tmp_path / "data"), embedder=WhitenedColourEmbedder())
+    search.index.ensure_index()
+    for i, colour in enumerate(distinct_colours(MIN_IMAGES)):
+        folder.put(f"{i:02d}.png", png(colour))
+    for i in range(MIN_IMAGES - 1):
+        search.sync_object(folder, f"{i:02d}.png")
+    save = search.index.save_whitening
+
+    def unreachable(whitening):
+        raise BackendUnavailableError("index server unreachable (test)")
+
+    monkeypatch.setattr(search.index, "save_whitening", unreachable)
+    last = f"{MIN_IMAGES - 1:02d}.png"
+    with pytest.raises(BackendUnavailableError):  # the image is stored; the refit it triggers is not: retry later
+        search.sync_object(folder, last)
+    assert search.index.whitening_info() is None and search.index.count() == MIN_IMAGES
+    monkeypatch.setattr(search.index, "save_whitening", save)
+    assert search.sync_object(folder, last).action == "unchanged"  # the queue's retry
+    whitening_id, fitted_on = search.index.whitening_info()
+    assert fitted_on == MIN_IMAGES and search.index.count(stale_for=whitening_id) == 0

@@ -101,6 +101,7 @@ class ImageSearch:
             return ChangeOutcome("deleted" if removed else "absent", storage.bucket, key, did)
         existing = self.index.get(did, with_vector=False)
         if existing is not None and _unchanged(existing, current, self.embedder.model_id):
+            self.maybe_refit()  # a retried event may find its image indexed but the refit after it not done
             return ChangeOutcome("unchanged", storage.bucket, key, did)
         try:
             decoded = self._read_and_decode(storage, current)
