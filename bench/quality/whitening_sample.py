@@ -21,7 +21,7 @@ RECIPES = [(("sq224",), ("448",)), (("sq224", "320"), ("448", "640"))]
 
 
 class Regularised:
-    """recipe.Whitening with the eigenvalues floored by `regularisation` times their mean (as the product does)."""
+    """recipe.Whitening with `regularisation` times the mean eigenvalue added to every eigenvalue (as the product)."""
 
     def __init__(self, regions: np.ndarray, shrink: float, regularisation: float):
         x = recipe.l2n(regions.astype(np.float64))

@@ -3,11 +3,11 @@
 Raw R-MAC vectors share a few strong directions (what every image has: texture, colour, layout), so plain
 cosine is dominated by them. Whitening re-weights the directions by how much they vary over the indexed
 images; measured on phone photos of DVD covers it moves the right cover into the top 20 for 92 in 100 photos
-instead of 76 (docs/quality.md).
+instead of 75 (docs/quality.md).
 
 Stored vector = whiten(raw); query vectors are whitened with the same matrix. A whitening fitted on a small
 sample misjudges its weak directions, and images outside the sample then look alike ("hubs"), so the
-eigenvalues are softened twice: raised to -SHRINK/2 instead of -1/2, and floored by REGULARISATION times their
+eigenvalues are softened twice: raised to -SHRINK/2 instead of -1/2, after adding REGULARISATION times their
 mean. Each document keeps its raw descriptors (`DescriptorSet`), so a refit re-derives every stored vector with
 one matrix product, without the network.
 """
