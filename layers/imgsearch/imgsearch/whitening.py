@@ -24,8 +24,8 @@ DIM = 512
 SHRINK = 0.7  # eigenvalue power -0.35: full whitening (1.0) over-amplifies directions estimated from few images
 REGULARISATION = 1.0  # add this times the mean eigenvalue: keeps images outside the fitted sample from becoming hubs
 # When to (re)fit, automatically after ingest: once the index holds MIN_IMAGES, then whenever it has grown by
-# GROWTH since the last fit (so the fit always covers at least 80% of the images: a fit on half of them costs
-# about 0.05 top-1), until REFIT_UNTIL images, where the statistics have settled (`imgsearch refit` still works).
+# GROWTH since the last fit (so the fit always covers at least 80% of the images: one on half of them cost
+# up to 0.07 top-1), until REFIT_UNTIL images, where the statistics have settled (`imgsearch refit` still works).
 MIN_IMAGES = 16
 GROWTH = 1.25
 REFIT_UNTIL = 5_000
