@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import ConfigError
+from .whitening import unit_rows
 
 MAX_SIDE = 640  # detect on the image shrunk to this longer side: phone photos and catalogue images meet halfway
 NFEATURES = 500  # ~66 KB per document
@@ -88,8 +89,8 @@ def inliers(query: LocalFeatures, candidates: list[LocalFeatures | None], *, min
     if len(query) < 2 or not present:
         return counts
     cv2 = _cv2()
-    q = _unit_rows(query.descriptors)  # (nq, 128)
-    similarity = q @ _unit_rows(np.concatenate([c.descriptors for _, c in present])).T  # (nq, sum of sizes)
+    q = unit_rows(query.descriptors)  # (nq, 128)
+    similarity = q @ unit_rows(np.concatenate([c.descriptors for _, c in present])).T  # (nq, sum of sizes)
     rows = np.arange(len(q))
     start = 0
     for i, candidate in present:
@@ -107,11 +108,6 @@ def inliers(query: LocalFeatures, candidates: list[LocalFeatures | None], *, min
         _, mask = cv2.findHomography(source, target, cv2.RANSAC, REPROJECTION_PX, maxIters=2000, confidence=0.995)
         counts[i] = 0 if mask is None else int(mask.sum())
     return counts
-
-
-def _unit_rows(descriptors: np.ndarray) -> np.ndarray:
-    rows = descriptors.astype(np.float32)
-    return rows / (np.linalg.norm(rows, axis=1, keepdims=True) + 1e-7)
 
 
 def rerank_order(counts: list[int], min_inliers: int) -> list[int]:

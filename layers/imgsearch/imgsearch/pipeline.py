@@ -182,9 +182,9 @@ class ImageSearch:
         except PermanentError:
             pass  # one at a time below, to name the culprit
         documents = []
-        for obj, image in zip(objects, decoded):
+        for obj, one in zip(objects, decoded):
             try:
-                documents += self._documents([obj], [image])
+                documents += self._documents([obj], [one])
             except PermanentError as exc:
                 report.failed.append((obj.key, str(exc)))
         return documents
@@ -206,13 +206,12 @@ class ImageSearch:
         this write, or one cut short by a timeout)."""
         if not self.embedder.whitened:
             return
-        info = self.index.whitening_info()
-        fitted_on = info[1] if info else 0
+        current = self.whitening()
         self.index.refresh()  # counts must include this write, or a burst of events could end without a refit
         count = self.index.count()
-        if count >= MIN_IMAGES and fitted_on < REFIT_UNTIL and count >= GROWTH * fitted_on:
+        if count >= MIN_IMAGES and current.images < REFIT_UNTIL and count >= GROWTH * current.images:
             self.refit()
-        elif self.index.count(stale_for=self.whitening().id):
+        elif self.index.count(stale_for=current.id):
             self.rewhiten()
 
     def refit(self) -> dict:
