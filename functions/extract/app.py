@@ -2,46 +2,27 @@
 
 Lambda entry point `app.handler`. It accepts an SQS batch (S3 notifications inside, reported with
 batchItemFailures), a direct S3 notification, an EventBridge event, or a MinIO webhook payload. The work
-itself is the core's `ImageSearch.apply_change`; this module only routes events and reports failures.
+itself is the core's: the ingester applies the change, then the whitening's upkeep runs (upkeep.py); this
+module only routes events and reports failures.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import os
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from imgsearch.config import Settings
+from imgsearch import service
 from imgsearch.errors import PermanentError
 from imgsearch.events import ObjectChange, parse_notification
-from imgsearch.pipeline import ImageSearch
+from imgsearch.ingest import ChangeOutcome
 
 logger = Logger(service="imgsearch-extract")
 # Report every failure as batchItemFailures, even a whole failed batch (no exception: one shape to handle).
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-
-
-_service: ImageSearch | None = None
-
-
-def service() -> ImageSearch:
-    """Built once per container on first use (model and clients are expensive)."""
-    global _service
-    if _service is None:
-        search = ImageSearch(Settings.from_env())
-        search.index.ensure_index()
-        _service = search
-    return _service
-
-
-def use_service(search: ImageSearch | None) -> None:
-    """Run the handler on a service built elsewhere (the local worker, the webhook receiver, tests)."""
-    global _service
-    _service = search
 
 
 def handler(event: dict, context=None) -> dict:
@@ -71,8 +52,11 @@ def _sqs_record(record: SQSRecord) -> None:
             _reject(record, change, exc)
 
 
-def _apply(change: ObjectChange):
-    outcome = service().apply_change(change)
+def _apply(change: ObjectChange) -> ChangeOutcome:
+    search = service.get()
+    outcome = search.ingester.apply_change(change)
+    if outcome.action in ("indexed", "unchanged"):  # unchanged: a retry may find its refit not yet done
+        search.upkeep.after_ingest()
     logger.info("object synced", extra={"bucket": change.bucket, "key": change.key, "event": change.event_name,
                                         "action": outcome.action, "doc_id": outcome.doc_id})
     return outcome
@@ -83,7 +67,7 @@ def _reject(record: SQSRecord, change: ObjectChange | None, exc: Exception) -> N
     (retrying a bad image cannot help); otherwise fail the record so the queue's redrive policy parks it."""
     where = {"bucket": change.bucket, "key": change.key} if change else {}
     logger.error("object rejected", extra={**where, "reason": str(exc), "message_id": record.message_id})
-    dlq_url = os.environ.get("IMGSEARCH_DEAD_LETTER_QUEUE_URL")
+    dlq_url = service.settings().dead_letter_queue_url
     if not dlq_url:
         raise exc
     _sqs().send_message(QueueUrl=dlq_url, MessageBody=record.body, MessageAttributes={

@@ -32,9 +32,9 @@ def seed_service(tmp_path_factory, embedder, weights_path, seed_dir, seed_paths)
 
     settings = Settings.from_env({}, data_dir=tmp_path_factory.mktemp("api-data"), weights=weights_path,
                                  bucket=str(seed_dir))
-    service = ImageSearch(settings, embedder=embedder)
-    service.index.ensure_index()
-    report = service.index_source(FolderStorage(seed_dir))
+    service = ImageSearch.open(settings, embedder=embedder)
+    report = service.ingester.index_source(FolderStorage(seed_dir))
+    service.upkeep.after_ingest()
     assert report.indexed == len(seed_paths) and not report.failed, report.to_dict()
     yield service
     service.close()
@@ -57,21 +57,24 @@ def api_server(search_module):
 
 @pytest.fixture
 def api(api_server, search_module, seed_service) -> str:
-    """The base URL, serving seed_service; whatever a test swaps in with use_service is undone afterwards."""
-    search_module.use_service(seed_service)
+    """The base URL, serving seed_service; whatever a test swaps in with service.use is undone afterwards."""
+    from imgsearch import service
+
+    service.use(seed_service)
     yield api_server
-    search_module.use_service(seed_service)
+    service.use(seed_service)
 
 
 @pytest.fixture
 def variant(search_module, seed_service):
     """Serve the seed index and model under other settings: variant(max_image_bytes=...), or another index."""
+    from imgsearch import service
     from imgsearch.pipeline import ImageSearch
 
     def serve(*, index=None, **settings_changes):
-        service = ImageSearch(seed_service.settings.replace(**settings_changes), embedder=seed_service.embedder,
-                              index=index or seed_service.index)
-        search_module.use_service(service)
-        return service
+        search = ImageSearch(seed_service.settings.replace(**settings_changes), embedder=seed_service.embedder,
+                             index=index or seed_service.index)
+        service.use(search)
+        return search
 
     return serve

@@ -17,6 +17,7 @@ import requests
 from PIL import Image
 
 from helpers import reencoded_copy
+from imgsearch import service as holder
 
 HIT_FIELDS = {"score", "key", "bucket", "url", "size", "width", "height", "content_type", "id", "inliers", "verified"}
 TIMEOUT = 120
@@ -184,11 +185,10 @@ def test_keys_with_slashes_spaces_and_percent(api, tmp_path, search_module, seed
     for key, source in zip(keys, seed_paths):
         (folder / key).parent.mkdir(parents=True, exist_ok=True)
         (folder / key).write_bytes(source.read_bytes())
-    service = ImageSearch(seed_service.settings.replace(data_dir=tmp_path / "data", bucket=str(folder)),
-                          embedder=seed_service.embedder)
-    service.index.ensure_index()
-    assert service.index_source(FolderStorage(folder)).indexed == 2
-    search_module.use_service(service)
+    service = ImageSearch.open(seed_service.settings.replace(data_dir=tmp_path / "data", bucket=str(folder)),
+                               embedder=seed_service.embedder)
+    assert service.ingester.index_source(FolderStorage(folder)).indexed == 2
+    holder.use(service)
     try:
         for key in keys:
             encoded = quote(key, safe="")
@@ -245,10 +245,10 @@ def test_get_service_builds_from_the_environment_once(api, search_module, monkey
     monkeypatch.setenv("IMGSEARCH_BACKEND", "embedded")
     monkeypatch.setenv("IMGSEARCH_MAX_PAGE_SIZE", "3")
     monkeypatch.delenv("IMGSEARCH_API_KEY", raising=False)
-    search_module.use_service(None)
-    service = search_module.get_service()
+    holder.reset()
+    service = holder.get()
     try:
-        assert search_module.get_service() is service
+        assert holder.get() is service
         assert service.settings.data_dir == tmp_path / "env-data" and service.settings.max_page_size == 3
         assert (tmp_path / "env-data" / "index.sqlite3").is_file()  # ensure_index ran
         stats = requests.get(f"{api}/stats", timeout=TIMEOUT).json()

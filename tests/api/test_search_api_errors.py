@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import types
 
 import pytest
 import requests
 
 from helpers import reencoded_copy
+from imgsearch import service
 from imgsearch.errors import BackendUnavailableError
 from imgsearch.index.base import IndexBackend
 
@@ -38,8 +40,12 @@ class DownIndex(IndexBackend):
     def _down(self, *args, **kwargs):
         raise BackendUnavailableError("index server unreachable (test)")
 
-    ensure_index = upsert = delete = get = count = search = entries = _down
-    whitening_info = load_whitening = save_whitening = descriptor_sets = set_vectors = _down
+    ensure_index = delete_index = upsert = delete = get = count = search = entries = _down
+    descriptor_sets = set_vectors = _down
+
+    @property
+    def whitenings(self):  # its whitening store is as unreachable as the rest
+        return types.SimpleNamespace(info=self._down, load=self._down, save=self._down)
 
     def health(self) -> dict:
         return {"ok": False, "backend": self.name, "error": "index server unreachable (test)"}
@@ -51,8 +57,8 @@ class BrokenIndex(DownIndex):
     def _down(self, *args, **kwargs):
         raise RuntimeError("secret internal detail")
 
-    ensure_index = upsert = delete = get = count = search = entries = _down
-    whitening_info = load_whitening = save_whitening = descriptor_sets = set_vectors = _down
+    ensure_index = delete_index = upsert = delete = get = count = search = entries = _down
+    descriptor_sets = set_vectors = _down
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +124,7 @@ def test_no_bucket_anywhere_is_400(api, search_module, seed_service, seed_paths)
     from imgsearch.pipeline import ImageSearch
 
     settings = dataclasses.replace(seed_service.settings, bucket=None)
-    search_module.use_service(ImageSearch(settings, embedder=seed_service.embedder, index=seed_service.index))
+    service.use(ImageSearch(settings, embedder=seed_service.embedder, index=seed_service.index))
     response = requests.get(f"{api}/images/{seed_paths[0].name}", timeout=TIMEOUT)
     assert "bucket" in error_of(response, 400, "bad_request")
     assert "key" in error_of(requests.get(f"{api}/similar", timeout=TIMEOUT), 400, "bad_request")
@@ -245,7 +251,7 @@ def test_api_key_guards_every_route_but_the_page_and_health(api, variant, query,
 
 def test_a_bad_server_setting_is_500_and_the_page_still_loads(api, search_module, monkeypatch):
     monkeypatch.setenv("IMGSEARCH_MAX_PAGE_SIZE", "lots")
-    search_module.use_service(None)  # the next request builds the service from this environment
+    service.reset()  # the next request builds the service from this environment
     assert "IMGSEARCH_MAX_PAGE_SIZE" in error_of(requests.get(f"{api}/stats", timeout=TIMEOUT),
                                                  500, "server_misconfigured")
     assert requests.get(api + "/", timeout=TIMEOUT).status_code == 200

@@ -47,8 +47,7 @@ def backend(request, tmp_path):
         index = es_index(vector_index="flat" if request.param.endswith("flat") else "hnsw")
     index.ensure_index()
     yield index
-    if isinstance(index, ElasticsearchIndex):
-        index.delete_index()
+    index.delete_index()
     index.close()
 
 
@@ -68,6 +67,26 @@ def test_upsert_get_count_and_ids_are_derived_from_bucket_and_key(backend):
     assert got.key == "img/0001.jpg" and got.bucket == "bucket" and got.etag == "e1" and got.width == 640
     np.testing.assert_allclose(got.vector, docs[1].vector, atol=1e-6)
     assert backend.get(doc_id("other-bucket", "img/0001.jpg")) is None
+
+
+def test_get_without_vector_reads_metadata_only(backend):
+    doc = dataclasses.replace(documents(unit_vectors(1, seed=11))[0], local_features=b"lf", descriptors=b"ds")
+    backend.upsert([doc])
+    backend.refresh()
+    light = backend.get(doc.doc_id, with_vector=False)
+    assert light.vector.size == 0 and light.local_features is None and light.descriptors is None
+    assert light.metadata() == backend.get(doc.doc_id).metadata() == doc.metadata()
+
+
+def test_delete_index_drops_documents_and_whitening(backend):
+    backend.upsert(documents(unit_vectors(2, seed=12)))
+    stats = WhiteningStats()
+    stats.add(unit_vectors(600, seed=13))
+    backend.whitenings.save(stats.fit())
+    backend.delete_index()
+    backend.ensure_index()
+    backend.refresh()
+    assert backend.count() == 0 and backend.whitenings.info() is None
 
 
 def test_reupsert_replaces_instead_of_duplicating(backend):
@@ -195,19 +214,20 @@ def test_several_query_vectors_score_each_document_by_its_best(backend):
 
 
 def test_the_whitening_is_stored_with_the_index_and_replaced_by_a_refit(backend):
-    assert backend.whitening_info() is None and backend.load_whitening() is None
+    store = backend.whitenings
+    assert store.info() is None and store.load() is None
     stats = WhiteningStats()
     stats.add(unit_vectors(600, seed=3))
     first = stats.fit()
-    backend.save_whitening(first)
-    assert backend.whitening_info() == (first.id, 1)
-    loaded = backend.load_whitening()
+    store.save(first)
+    assert store.info() == (first.id, 1)
+    loaded = store.load()
     assert loaded.id == first.id and np.array_equal(loaded.projection, first.projection)
     assert np.array_equal(loaded.mean, first.mean)
     stats.add(unit_vectors(50, seed=4))
     second = stats.fit()
-    backend.save_whitening(second)
-    assert second.id != first.id and backend.whitening_info() == (second.id, 2)
+    store.save(second)
+    assert second.id != first.id and store.info() == (second.id, 2)
 
 
 def test_stale_vectors_are_listed_and_replaced(backend):

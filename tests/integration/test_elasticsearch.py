@@ -16,7 +16,8 @@ from elasticsearch import Elasticsearch
 
 from imgsearch.errors import BackendUnavailableError
 from imgsearch.index import ImageDocument, SearchRequest
-from imgsearch.index.elasticsearch import ElasticsearchIndex, ScriptScoreExact
+from imgsearch.index.elasticsearch import ElasticsearchIndex
+from imgsearch.index.es_strategies import ScriptScoreExact
 from imgsearch.index.embedded import EmbeddedIndex
 
 from helpers import WhitenedColourEmbedder, distinct_colours, png
@@ -94,6 +95,7 @@ def test_the_whitening_grows_with_an_index_fed_by_events(tmp_path):
     """The pipeline's refits on a real server: near-real-time counts, the companion whitening index, bulk
     updates of vectors; every vector ends up made with the stored whitening."""
     from imgsearch.config import Settings
+    from imgsearch.options import SearchOptions
     from imgsearch.pipeline import ImageSearch
     from imgsearch.storage import FolderStorage
     from imgsearch.whitening import MIN_IMAGES
@@ -108,14 +110,15 @@ def test_the_whitening_grows_with_an_index_fed_by_events(tmp_path):
         images = distinct_colours(MIN_IMAGES + 8)
         for i, colour in enumerate(images):
             folder.put(f"{i:02d}.png", png(colour))
-            search.sync_object(folder, f"{i:02d}.png")
+            search.ingester.sync_object(folder, f"{i:02d}.png")
+            search.upkeep.after_ingest()  # as the extract handler does after each event
         index.refresh()
-        whitening_id, fitted_on = index.whitening_info()
+        whitening_id, fitted_on = index.whitenings.info()
         assert MIN_IMAGES <= fitted_on <= len(images) and index.count(stale_for=whitening_id) == 0
-        assert index.get(search.document(folder.bucket, "00.png").doc_id).whitening == whitening_id
+        assert index.get(search.searcher.document(folder.bucket, "00.png").doc_id).whitening == whitening_id
         for i, colour in enumerate(images):
-            best = search.search_image(png(colour), page_size=1, rerank=False).hits[0]
-            assert best["key"] == f"{i:02d}.png" and best["score"] == pytest.approx(1.0, abs=1e-3)
+            best = search.searcher.search_image(png(colour), SearchOptions(page_size=1, rerank=False)).hits[0]
+            assert best.key == f"{i:02d}.png" and best.score == pytest.approx(1.0, abs=1e-3)
     finally:
         index.delete_index()
         assert not index.client.indices.exists(index=index.whitening_index)

@@ -8,22 +8,23 @@ import uuid
 import pytest
 
 from helpers import make_bucket_with_queue, reencoded_copy
+from imgsearch import service
 from imgsearch.index import doc_id
 from imgsearch.local import load_function, run_worker
+from imgsearch.options import SearchOptions
 from imgsearch.pipeline import ImageSearch
 
 ODD_KEY = "holiday photos/été 2024/beach + sun #1.jpg"
 
 
 @pytest.fixture
-def stack(aws_env, index_settings, embedder, monkeypatch):
+def stack(aws_env, index_settings, embedder):
     bucket = f"images-{uuid.uuid4().hex[:8]}"
     aws = make_bucket_with_queue(aws_env, bucket)
-    monkeypatch.setenv("IMGSEARCH_DEAD_LETTER_QUEUE_URL", aws["dlq"])
-    search = ImageSearch(index_settings.replace(bucket=bucket), embedder=embedder)
-    search.index.ensure_index()
+    settings = index_settings.replace(bucket=bucket, dead_letter_queue_url=aws["dlq"], s3_endpoint_url=aws_env)
+    search = ImageSearch.open(settings, embedder=embedder)
     extract = load_function("extract")
-    extract.use_service(search)
+    service.use(search)
     extract._sqs.cache_clear()  # its DLQ client must see this test's endpoint
 
     def drain():
@@ -32,7 +33,7 @@ def stack(aws_env, index_settings, embedder, monkeypatch):
         return totals
 
     yield {**aws, "bucket": bucket, "search": search, "drain": drain}
-    extract.use_service(None)
+    service.reset()
     search.close()
 
 
@@ -55,12 +56,12 @@ def test_uploads_become_searchable_and_the_index_follows_the_bucket(stack, seed_
     # Each re-encoded copy finds its original first, with a presigned URL that serves the original bytes.
     import requests
     for key, path in zip(keys, seed_paths):
-        hits = search.search_image(reencoded_copy(path), key_prefix="seed/", page_size=3).hits
-        assert hits[0]["key"] == key and hits[0]["score"] > hits[1]["score"]
-        assert requests.get(hits[0]["url"], timeout=10).content == path.read_bytes()
+        hits = search.searcher.search_image(reencoded_copy(path), SearchOptions(key_prefix="seed/", page_size=3)).hits
+        assert hits[0].key == key and hits[0].score > hits[1].score
+        assert requests.get(hits[0].url, timeout=10).content == path.read_bytes()
 
     # The odd key round-trips: stored under its real name, found by it.
-    assert search.describe(bucket, ODD_KEY)["key"] == ODD_KEY
+    assert search.searcher.image_info(bucket, ODD_KEY)["key"] == ODD_KEY
 
     # Re-uploading leaves one document; deleting removes it; both only through events.
     s3.put_object(Bucket=bucket, Key=keys[1], Body=seed_paths[1].read_bytes())

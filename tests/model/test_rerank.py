@@ -7,6 +7,7 @@ import shutil
 import pytest
 
 from helpers import DVD_DIR
+from imgsearch.options import SearchOptions
 from imgsearch.pipeline import ImageSearch
 from imgsearch.storage import FolderStorage
 
@@ -20,27 +21,28 @@ def covers_index(embedder, tmp_path_factory):
         shutil.copy(DVD_DIR / "Reference" / f"{n:03d}.jpg", folder / f"{n:03d}.jpg")
     from imgsearch.config import Settings
 
-    search = ImageSearch(Settings.from_env({}, data_dir=tmp_path_factory.mktemp("data")), embedder=embedder)
-    search.index.ensure_index()
-    assert search.index_source(FolderStorage(folder)).indexed == 10
-    return search
+    search = ImageSearch.open(Settings.from_env({}, data_dir=tmp_path_factory.mktemp("data")), embedder=embedder)
+    assert search.ingester.index_source(FolderStorage(folder)).indexed == 10
+    search.upkeep.after_ingest()
+    return search.searcher
 
 
 def test_rerank_puts_the_photographed_cover_first_and_says_so(covers_index):
     plain, reranked = 0, 0
     for n in range(1, 11):
         photo = (DVD_DIR / "E63" / f"{n:03d}.jpg").read_bytes()
-        plain += covers_index.search_image(photo, rerank=False, page_size=3).hits[0]["key"] == f"{n:03d}.jpg"
-        top = covers_index.search_image(photo, rerank=True, page_size=3).hits
-        assert top[0]["key"] == f"{n:03d}.jpg" and top[0]["verified"] is True and top[0]["inliers"] >= 15
-        assert all(hit["verified"] is False for hit in top[1:])  # no other cover is confirmed
+        best = covers_index.search_image(photo, SearchOptions(rerank=False, page_size=3)).hits[0]
+        plain += best.key == f"{n:03d}.jpg"
+        top = covers_index.search_image(photo, SearchOptions(rerank=True, page_size=3)).hits
+        assert top[0].key == f"{n:03d}.jpg" and top[0].verified is True and top[0].inliers >= 15
+        assert all(hit.verified is False for hit in top[1:])  # no other cover is confirmed
         reranked += 1
     assert plain < reranked == 10
 
 
 def test_paging_through_reranked_and_plain_results(covers_index):
     photo = (DVD_DIR / "E63" / "001.jpg").read_bytes()
-    page = covers_index.search_image(photo, rerank=True, page=2, page_size=25)
-    assert page.hits == [] and page.page.total == 10
-    second = covers_index.search_image(photo, rerank=True, page=2, page_size=3).hits
-    assert len(second) == 3 and all(h["verified"] is False for h in second)
+    page = covers_index.search_image(photo, SearchOptions(rerank=True, page=2, page_size=25))
+    assert page.hits == () and page.total == 10
+    second = covers_index.search_image(photo, SearchOptions(rerank=True, page=2, page_size=3)).hits
+    assert len(second) == 3 and all(h.verified is False for h in second)

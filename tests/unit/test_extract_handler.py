@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from imgsearch import service
 from imgsearch.config import Settings
 from imgsearch.errors import BackendUnavailableError
 from imgsearch.index.embedded import EmbeddedIndex
@@ -41,18 +42,17 @@ def sqs_event(*bodies: str) -> dict:
 
 @pytest.fixture
 def extract(tmp_path, monkeypatch):
-    monkeypatch.delenv("IMGSEARCH_DEAD_LETTER_QUEUE_URL", raising=False)
     folder = FolderStorage(tmp_path / "bucket")
     folder.root.mkdir()
     embedder = ColourEmbedder()
     index = FlakyIndex(tmp_path / "data", model_id=embedder.model_id)
     index.ensure_index()
     search = ImageSearch(Settings.from_env({}, data_dir=tmp_path / "data"), embedder=embedder, index=index)
-    search.use_storage(folder)
+    search.storages.add(folder)
     module = load_function("extract")
-    module.use_service(search)
+    service.use(search)
     yield module, folder, index
-    module.use_service(None)
+    service.reset()
 
 
 def test_one_bad_message_fails_alone(extract):

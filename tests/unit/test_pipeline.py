@@ -1,4 +1,5 @@
-"""Pipeline decisions with a small fake embedder (unit tests: the model's meaning is tested elsewhere)."""
+"""Ingest, search and whitening upkeep with a small fake embedder (unit tests: the model's meaning is tested
+elsewhere). Where the whitening matters, a test runs ingest and then the upkeep, as the extract handler does."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 from imgsearch.config import Settings
 from imgsearch.errors import BadImageError, ConfigError, NotFoundError
 from imgsearch.index import doc_id
+from imgsearch.options import SearchOptions
 from imgsearch.pipeline import ImageSearch
 from imgsearch.storage import FolderStorage
 
@@ -18,32 +20,38 @@ def world(tmp_path):
     folder = FolderStorage(tmp_path / "bucket")
     folder.root.mkdir()
     embedder = ColourEmbedder()
-    search = ImageSearch(Settings.from_env({}, data_dir=tmp_path / "data"), embedder=embedder)
-    search.index.ensure_index()
-    search.use_storage(folder)
+    search = ImageSearch.open(Settings.from_env({}, data_dir=tmp_path / "data"), embedder=embedder)
+    search.storages.add(folder)
     return folder, search, embedder
+
+
+def sync(search: ImageSearch, folder: FolderStorage, key: str):
+    """What the extract handler does with an event: ingest the object, then the whitening's upkeep."""
+    outcome = search.ingester.sync_object(folder, key)
+    search.upkeep.after_ingest()
+    return outcome
 
 
 def test_sync_object_follows_the_bucket(world):
     folder, search, embedder = world
     folder.put("red.png", png((255, 0, 0)))
-    assert search.sync_object(folder, "red.png").action == "indexed"
-    assert search.sync_object(folder, "red.png").action == "unchanged" and embedder.embedded == 1
-    assert search.index_source(folder).unchanged == 1 and embedder.embedded == 1
-    assert search.index_source(folder, force=True).indexed == 1 and embedder.embedded == 2
+    assert sync(search, folder, "red.png").action == "indexed"
+    assert sync(search, folder, "red.png").action == "unchanged" and embedder.embedded == 1
+    assert search.ingester.index_source(folder).unchanged == 1 and embedder.embedded == 1
+    assert search.ingester.index_source(folder, force=True).indexed == 1 and embedder.embedded == 2
     (folder.root / "red.png").unlink()
-    assert search.sync_object(folder, "red.png").action == "deleted"
-    assert search.sync_object(folder, "red.png").action == "absent"
+    assert sync(search, folder, "red.png").action == "deleted"
+    assert sync(search, folder, "red.png").action == "absent"
 
 
 def test_overwriting_an_image_with_garbage_drops_its_stale_vector_only(world):
     folder, search, _ = world
     folder.put("a.png", png((255, 0, 0)))
     folder.put("b.png", png((0, 0, 255)))
-    search.index_source(folder)
+    search.ingester.index_source(folder)
     folder.put("a.png", b"garbage")
     with pytest.raises(BadImageError):
-        search.sync_object(folder, "a.png")
+        sync(search, folder, "a.png")
     assert search.index.get(doc_id(folder.bucket, "a.png")) is None
     assert search.index.get(doc_id(folder.bucket, "b.png")) is not None
 
@@ -53,24 +61,24 @@ def test_index_source_reports_failures_and_prunes(world):
     for name, colour in (("r.png", (255, 0, 0)), ("g.png", (0, 255, 0))):
         folder.put(name, png(colour))
     folder.put("empty.png", b"")
-    report = search.index_source(folder)
+    report = search.ingester.index_source(folder)
     assert (report.indexed, [k for k, _ in report.failed]) == (2, ["empty.png"])
     (folder.root / "g.png").unlink()
-    assert search.index_source(folder, prune=True).deleted == 1
+    assert search.ingester.index_source(folder, prune=True).deleted == 1
 
 
 def test_search_and_similar(world):
     folder, search, _ = world
     for name, colour in (("red.png", (250, 0, 0)), ("pink.png", (250, 30, 30)), ("blue.png", (0, 0, 250))):
         folder.put(name, png(colour))
-    search.index_source(folder)
-    results = search.search_image(png((255, 0, 0)), page_size=2).to_dict()
+    search.ingester.index_source(folder)
+    results = search.searcher.search_image(png((255, 0, 0)), SearchOptions(page_size=2)).to_dict()
     assert [h["key"] for h in results["hits"]] == ["red.png", "pink.png"] and results["total"] == 3
     assert results["hits"][0]["url"].startswith("file://")
-    similar = search.similar_to(folder.bucket, "red.png").to_dict()
+    similar = search.searcher.similar_to(folder.bucket, "red.png").to_dict()
     assert "red.png" not in [h["key"] for h in similar["hits"]] and similar["hits"][0]["key"] == "pink.png"
     with pytest.raises(NotFoundError):
-        search.similar_to(folder.bucket, "nope.png")
+        search.searcher.similar_to(folder.bucket, "nope.png")
 
 
 def test_keys_cannot_escape_a_folder(world):
@@ -96,21 +104,20 @@ def test_the_whitening_is_fitted_as_the_index_grows_and_every_vector_follows(tmp
 
     folder = FolderStorage(tmp_path / "bucket")
     folder.root.mkdir()
-    search = ImageSearch(Settings.from_env({}, data_dir=tmp_path / "data"), embedder=WhitenedColourEmbedder())
-    search.index.ensure_index()
+    search = ImageSearch.open(Settings.from_env({}, data_dir=tmp_path / "data"), embedder=WhitenedColourEmbedder())
     fitted = []
     for i, colour in enumerate(distinct_colours(whitening.MIN_IMAGES + 5)):  # one event after another, as from a bucket
         folder.put(f"{i:02d}.png", png(colour))
-        search.sync_object(folder, f"{i:02d}.png")
-        fitted.append(search.index.whitening_info())
+        sync(search, folder, f"{i:02d}.png")
+        fitted.append(search.index.whitenings.info())
     assert fitted[whitening.MIN_IMAGES - 2] is None  # too few images to learn from: raw vectors
     assert fitted[whitening.MIN_IMAGES - 1][1] == whitening.MIN_IMAGES  # first fit, on every image so far
     assert fitted[-1][1] == 20 == int(whitening.GROWTH * whitening.MIN_IMAGES)  # refitted once grown by 25%
-    current = search.index.whitening_info()[0]
+    current = search.index.whitenings.info()[0]
     assert search.index.count(stale_for=current) == 0  # no vector left from an older whitening
     for i, colour in enumerate(distinct_colours(whitening.MIN_IMAGES + 5)):
-        best = search.search_image(png(colour), page_size=1, rerank=False).hits[0]
-        assert best["key"] == f"{i:02d}.png" and best["score"] == pytest.approx(1.0, abs=1e-3)
+        best = search.searcher.search_image(png(colour), SearchOptions(page_size=1, rerank=False)).hits[0]
+        assert best.key == f"{i:02d}.png" and best.score == pytest.approx(1.0, abs=1e-3)
 
 
 def test_a_refit_elsewhere_while_an_image_is_embedded_is_caught_up(tmp_path, monkeypatch):
@@ -122,20 +129,21 @@ def test_a_refit_elsewhere_while_an_image_is_embedded_is_caught_up(tmp_path, mon
     first.index.ensure_index()
     for i, colour in enumerate(distinct_colours(18)):
         folder.put(f"{i:02d}.png", png(colour))
-    first.index_source(folder)
+    first.ingester.index_source(folder)
+    first.upkeep.after_ingest()
     folder.put("extra.png", png((9, 9, 9)))
-    second.sync_object(folder, "extra.png")  # 19 images: not yet time for a refit by the policy
-    old = first.whitening().id
+    sync(second, folder, "extra.png")  # 19 images: not yet time for a refit by the policy
+    old = first.whitening.current_whitening().id
     write = first.index.upsert
 
     def write_after_a_refit_elsewhere(documents):
-        second.refit()
+        second.upkeep.refit()
         write(documents)
 
     monkeypatch.setattr(first.index, "upsert", write_after_a_refit_elsewhere)
     folder.put("late.png", png((1, 2, 3)))
-    first.sync_object(folder, "late.png")
-    current = first.index.whitening_info()[0]
+    sync(first, folder, "late.png")
+    current = first.index.whitenings.info()[0]
     assert current != old and first.index.get(doc_id(folder.bucket, "late.png")).whitening == current
     assert first.index.count(stale_for=current) == 0 and first.index.count() == 20
 
@@ -152,11 +160,10 @@ class BlankRefusingEmbedder(ColourEmbedder):
 def test_one_featureless_image_does_not_spoil_its_batch(tmp_path):
     folder = FolderStorage(tmp_path / "bucket")
     folder.root.mkdir()
-    search = ImageSearch(Settings.from_env({}, data_dir=tmp_path / "data"), embedder=BlankRefusingEmbedder())
-    search.index.ensure_index()
+    search = ImageSearch.open(Settings.from_env({}, data_dir=tmp_path / "data"), embedder=BlankRefusingEmbedder())
     for name, colour in (("a.png", (255, 0, 0)), ("b.png", (0, 0, 0)), ("c.png", (0, 0, 255))):
         folder.put(name, png(colour))
-    report = search.index_source(folder)
+    report = search.ingester.index_source(folder)
     assert report.indexed == 2 and [key for key, _ in report.failed] == ["b.png"]
     assert "no features" in report.failed[0][1] and search.index.count() == 2
 
@@ -167,23 +174,22 @@ def test_a_refit_that_failed_is_finished_by_the_retried_event(tmp_path, monkeypa
 
     folder = FolderStorage(tmp_path / "bucket")
     folder.root.mkdir()
-    search = ImageSearch(Settings.from_env({}, data_dir=tmp_path / "data"), embedder=WhitenedColourEmbedder())
-    search.index.ensure_index()
+    search = ImageSearch.open(Settings.from_env({}, data_dir=tmp_path / "data"), embedder=WhitenedColourEmbedder())
     for i, colour in enumerate(distinct_colours(MIN_IMAGES)):
         folder.put(f"{i:02d}.png", png(colour))
     for i in range(MIN_IMAGES - 1):
-        search.sync_object(folder, f"{i:02d}.png")
-    save = search.index.save_whitening
+        sync(search, folder, f"{i:02d}.png")
+    save = search.index.whitenings.save
 
     def unreachable(whitening):
         raise BackendUnavailableError("index server unreachable (test)")
 
-    monkeypatch.setattr(search.index, "save_whitening", unreachable)
+    monkeypatch.setattr(search.index.whitenings, "save", unreachable)
     last = f"{MIN_IMAGES - 1:02d}.png"
     with pytest.raises(BackendUnavailableError):  # the image is stored; the refit it triggers is not: retry later
-        search.sync_object(folder, last)
-    assert search.index.whitening_info() is None and search.index.count() == MIN_IMAGES
-    monkeypatch.setattr(search.index, "save_whitening", save)
-    assert search.sync_object(folder, last).action == "unchanged"  # the queue's retry
-    whitening_id, fitted_on = search.index.whitening_info()
+        sync(search, folder, last)
+    assert search.index.whitenings.info() is None and search.index.count() == MIN_IMAGES
+    monkeypatch.setattr(search.index.whitenings, "save", save)
+    assert sync(search, folder, last).action == "unchanged"  # the queue's retry
+    whitening_id, fitted_on = search.index.whitenings.info()
     assert fitted_on == MIN_IMAGES and search.index.count(stale_for=whitening_id) == 0

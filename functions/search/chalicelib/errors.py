@@ -12,8 +12,7 @@ import re
 from chalice import Response
 
 from imgsearch.errors import (BadImageError, ConfigError, ImageTooLargeError, ImgSearchError, InvalidRequestError,
-                              NotFoundError,
-                              TransientError)
+                              NotFoundError, TransientError)
 
 log = logging.getLogger("imgsearch.api")
 
@@ -38,10 +37,6 @@ class UnsupportedMediaType(ApiError):
     """The request body has a Content-Type this route does not accept."""
 
 
-class ServerMisconfigured(Exception):
-    """The service's own settings are unusable (an operator must fix the environment)."""
-
-
 # (error class, HTTP status, code). First match wins, so subclasses come before their bases:
 # ImageTooLargeError is a BadImageError, BackendUnavailableError is a TransientError.
 ERROR_TABLE: tuple[tuple[type[BaseException], int, str], ...] = (
@@ -54,8 +49,7 @@ ERROR_TABLE: tuple[tuple[type[BaseException], int, str], ...] = (
     (NotFoundError, 404, "not_found"),
     (InvalidRequestError, 400, "bad_request"),  # the core's own check of request values (page, min_score, mode)
     (TransientError, 503, "unavailable"),  # the index or object store is down: retry later
-    (ServerMisconfigured, 500, "server_misconfigured"),
-    (ConfigError, 500, "server_misconfigured"),  # e.g. exact search on a server without painless
+    (ConfigError, 500, "server_misconfigured"),  # the operator's environment; or exact search without painless
     (ImgSearchError, 500, "internal_error"),  # e.g. WeightsError, IncompatibleIndexError: the operator must act
 )
 RETRY_AFTER_SECONDS = 5
@@ -72,7 +66,7 @@ def status_of(exc: BaseException) -> tuple[int, str]:
 
 def error_response(exc: BaseException) -> Response:
     status, code = status_of(exc)
-    if isinstance(exc, (ApiError, ImgSearchError, ServerMisconfigured)):
+    if isinstance(exc, (ApiError, ImgSearchError)):
         message = str(exc)
     else:  # a bug: log the traceback, tell the client nothing about our internals
         log.error("unexpected error", exc_info=exc)

@@ -19,6 +19,7 @@ from urllib.parse import unquote
 
 from imgsearch.config import SEARCH_MODES, Settings
 from imgsearch.errors import ImageTooLargeError
+from imgsearch.options import DEFAULT_PAGE_SIZE, MAX_RESULT_WINDOW, SearchOptions
 
 from .errors import BadRequest, UnsupportedMediaType
 
@@ -31,8 +32,6 @@ UPLOAD_CONTENT_TYPES = [MULTIPART, JSON, *RAW_TYPES]
 BINARY_TYPES = [*RAW_TYPES, MULTIPART]  # bodies API Gateway must hand over base64-encoded, untouched
 
 FILE_FIELD = "file"
-DEFAULT_PAGE_SIZE = 10
-MAX_RESULT_WINDOW = 10_000  # Elasticsearch's default index.max_result_window: from + size must stay within it
 _ENVELOPE = 64 * 1024  # room for multipart headers and form fields around the image
 _NO_IMAGE = ("no image: send multipart/form-data with a 'file' field, a raw image body with Content-Type "
              "image/jpeg (png, webp, gif, bmp, tiff), or JSON {\"image\": \"<base64>\"}")
@@ -139,35 +138,25 @@ def query_params(request) -> dict[str, str]:
 
 
 # -- search parameters -------------------------------------------------------------------------------------
-def search_options(fields: Mapping[str, Any], *, max_page_size: int) -> dict:
-    """/search, /similar: min_score, page, page_size, mode, prefix, rerank -> keyword arguments of ImageSearch."""
-    options = {
-        "min_score": number(fields, "min_score", -1.0, 1.0),
-        "page": integer(fields, "page", 1, MAX_RESULT_WINDOW, default=1),
-        "page_size": integer(fields, "page_size", 1, max_page_size, default=min(DEFAULT_PAGE_SIZE, max_page_size)),
-        "mode": choice(fields, "mode", SEARCH_MODES),
-        "key_prefix": _text(fields.get("prefix")) or None,
-        "rerank": boolean(fields, "rerank"),
-    }
-    _check_window(options, "page", "page_size")
-    return options
+def search_options(fields: Mapping[str, Any], *, max_page_size: int) -> SearchOptions:
+    """/search, /similar: min_score, page, page_size, mode, prefix, rerank (the core checks the page window)."""
+    return SearchOptions(
+        min_score=number(fields, "min_score", -1.0, 1.0),
+        page=integer(fields, "page", 1, MAX_RESULT_WINDOW, default=1),
+        page_size=integer(fields, "page_size", 1, max_page_size, default=min(DEFAULT_PAGE_SIZE, max_page_size)),
+        mode=choice(fields, "mode", SEARCH_MODES),
+        key_prefix=_text(fields.get("prefix")) or None,
+        rerank=boolean(fields, "rerank"),
+    )
 
 
-def demo_options(fields: Mapping[str, Any], *, max_page_size: int) -> dict:
+def demo_options(fields: Mapping[str, Any], *, max_page_size: int) -> SearchOptions:
     """/searchByImage keeps the original demo's names and defaults: score (0.8), page (1-based), pageSize (10)."""
-    options = {
-        "min_score": number(fields, "score", -1.0, 1.0, default=0.8),
-        "page": integer(fields, "page", 1, MAX_RESULT_WINDOW, default=1),
-        "page_size": integer(fields, "pageSize", 1, max_page_size, default=min(DEFAULT_PAGE_SIZE, max_page_size)),
-    }
-    _check_window(options, "page", "pageSize")
-    return options
-
-
-def _check_window(options: dict, page_name: str, size_name: str) -> None:
-    if options["page"] * options["page_size"] > MAX_RESULT_WINDOW:
-        raise BadRequest(f"{page_name} x {size_name} must be at most {MAX_RESULT_WINDOW}; "
-                         f"got {options['page']} x {options['page_size']}")
+    return SearchOptions(
+        min_score=number(fields, "score", -1.0, 1.0, default=0.8),
+        page=integer(fields, "page", 1, MAX_RESULT_WINDOW, default=1),
+        page_size=integer(fields, "pageSize", 1, max_page_size, default=min(DEFAULT_PAGE_SIZE, max_page_size)),
+    )
 
 
 def _text(value: Any) -> str | None:

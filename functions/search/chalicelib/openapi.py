@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import copy
 
-from .inputs import DEFAULT_PAGE_SIZE, IMAGE_TYPES, MAX_RESULT_WINDOW
+from imgsearch.options import DEFAULT_PAGE_SIZE, MAX_RESULT_WINDOW
+
+from .inputs import IMAGE_TYPES
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 

@@ -113,9 +113,7 @@ def _rerank_option(p: argparse.ArgumentParser) -> None:
 def _service(settings: Settings):
     from .pipeline import ImageSearch
 
-    search = ImageSearch(settings)
-    search.index.ensure_index()
-    return search
+    return ImageSearch.open(settings)
 
 
 def cmd_init(args, settings: Settings) -> int:
@@ -127,20 +125,21 @@ def cmd_init(args, settings: Settings) -> int:
 def cmd_index(args, settings: Settings) -> int:
     from tqdm import tqdm
 
-    from .storage import open_storage
-
     if args.batch_size:
         settings = settings.replace(batch_size=args.batch_size)
-    storage, prefix = open_storage(args.source, url_expires=settings.url_expires)
     search = _service(settings)
+    storage, prefix = search.storages.open_source(args.source)
     total = sum(1 for _ in storage.list(prefix))
     with tqdm(total=total, unit="img", desc="indexing", file=sys.stderr, disable=None) as bar:
-        report = search.index_source(storage, prefix, prune=args.prune, force=args.force, progress=bar.update)
+        report = search.ingester.index_source(storage, prefix, prune=args.prune, force=args.force,
+                                              progress=bar.update)
+    search.upkeep.after_ingest()  # refit the whitening if the index has grown enough
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
     else:
+        stats = search.stats()
         print(f"indexed {report.indexed}, unchanged {report.unchanged}, deleted {report.deleted}, "
-              f"failed {len(report.failed)}; {search.index.count()} documents in the {search.index.name} index")
+              f"failed {len(report.failed)}; {stats['documents']} documents in the {stats['backend']} index")
         for key, reason in report.failed:
             print(f"  failed: {key}: {reason}")
     return 0
@@ -151,7 +150,7 @@ def cmd_search(args, settings: Settings) -> int:
         data = args.image.read_bytes()
     except OSError as exc:
         raise ImgSearchError(f"cannot read {args.image}: {exc.strerror}") from None
-    results = _service(settings).search_image(data, **_options(args))
+    results = _service(settings).searcher.search_image(data, _options(args))
     _print_results(results, args.json)
     return 0
 
@@ -162,26 +161,27 @@ def cmd_similar(args, settings: Settings) -> int:
         raise ImgSearchError("say which bucket or folder the key is in: --bucket or IMGSEARCH_BUCKET")
     if not bucket.startswith("s3://") and Path(bucket).is_dir():
         bucket = str(Path(bucket).resolve())
-    results = _service(settings).similar_to(bucket.removeprefix("s3://"), args.key, **_options(args))
+    results = _service(settings).searcher.similar_to(bucket.removeprefix("s3://"), args.key, _options(args))
     _print_results(results, args.json)
     return 0
 
 
-def _options(args) -> dict:
-    return {"min_score": args.min_score, "page": args.page, "page_size": args.page_size, "mode": args.mode,
-            "key_prefix": args.prefix, "rerank": args.rerank}
+def _options(args):
+    from .options import SearchOptions
+
+    return SearchOptions(min_score=args.min_score, page=args.page, page_size=args.page_size, mode=args.mode,
+                         key_prefix=args.prefix, rerank=args.rerank)
 
 
 def _print_results(results, as_json: bool) -> None:
     if as_json:
         print(json.dumps(results.to_dict(), ensure_ascii=False, indent=2))
         return
-    page = results.page
-    first = (page.page - 1) * page.page_size
-    print(f"{page.total} hits (page {page.page}, {results.took_ms:.0f} ms)")
+    first = (results.page - 1) * results.page_size
+    print(f"{results.total} hits (page {results.page}, {results.took_ms:.0f} ms)")
     for rank, hit in enumerate(results.hits, start=first + 1):
-        verified = f"  verified ({hit['inliers']} inliers)" if hit.get("verified") else ""
-        print(f"{rank:>4}  {hit['score']:.4f}  {hit['key']}  {hit['url']}{verified}")
+        verified = f"  verified ({hit.inliers} inliers)" if hit.verified else ""
+        print(f"{rank:>4}  {hit.score:.4f}  {hit.key}  {hit.url}{verified}")
 
 
 def cmd_stats(args, settings: Settings) -> int:
@@ -190,7 +190,7 @@ def cmd_stats(args, settings: Settings) -> int:
 
 
 def cmd_refit(args, settings: Settings) -> int:
-    print(json.dumps(_service(settings).refit()))
+    print(json.dumps(_service(settings).upkeep.refit()))
     return 0
 
 
@@ -198,10 +198,11 @@ def cmd_serve(args, settings: Settings) -> int:
     from chalice.config import Config
     from chalice.local import LocalDevServer
 
+    from . import service
     from .local import load_function
 
-    module = load_function("search")
-    module.use_service(_service(settings))
+    module = load_function("search", settings.functions_dir)
+    service.use(_service(settings))
     server = LocalDevServer(module.app, Config.create(), args.host, args.port)
     print(f"serving the search API and page on http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
     server.server.serve_forever()
@@ -211,10 +212,11 @@ def cmd_serve(args, settings: Settings) -> int:
 def cmd_worker(args, settings: Settings) -> int:
     import boto3
 
+    from . import service
     from .local import load_function, run_worker
 
-    extract = load_function("extract")
-    extract.use_service(_service(settings))  # the handler uses this process's settings and index
+    extract = load_function("extract", settings.functions_dir)
+    service.use(_service(settings))  # the handler uses this process's settings and index
     sqs = boto3.client("sqs", endpoint_url=args.endpoint_url) if args.endpoint_url else boto3.client("sqs")
     print(f"worker polling {args.queue_url}", file=sys.stderr, flush=True)
     totals = run_worker(args.queue_url, extract.handler, sqs=sqs, idle_exit=args.idle_exit)
@@ -223,10 +225,11 @@ def cmd_worker(args, settings: Settings) -> int:
 
 
 def cmd_webhook(args, settings: Settings) -> int:
+    from . import service
     from .local import FailureLog, load_function, make_webhook_server
 
-    extract = load_function("extract")
-    extract.use_service(_service(settings))
+    extract = load_function("extract", settings.functions_dir)
+    service.use(_service(settings))
     failures = FailureLog(settings.data_dir / "failures.jsonl")
     server = make_webhook_server(args.host, args.port, extract.handler, failures, args.auth_token)
     print(f"webhook listening on http://{args.host}:{args.port}/ (failures: GET /failures)", flush=True)

@@ -52,6 +52,9 @@ class Settings:
     rerank: bool = True
     rerank_depth: int = 20
     rerank_min_inliers: int = 15
+    s3_endpoint_url: str | None = None  # MinIO, LocalStack, moto; None: AWS
+    dead_letter_queue_url: str | None = None  # extract: park permanent failures here at once
+    functions_dir: Path | None = None  # the local runners: functions/ of a checkout (None: this package's)
 
     _ENV = {
         "weights": "IMGSEARCH_VGG19_WEIGHTS",
@@ -79,6 +82,9 @@ class Settings:
         "rerank": "IMGSEARCH_RERANK",
         "rerank_depth": "IMGSEARCH_RERANK_DEPTH",
         "rerank_min_inliers": "IMGSEARCH_RERANK_MIN_INLIERS",
+        "s3_endpoint_url": ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),  # boto3's own names, first one set wins
+        "dead_letter_queue_url": "IMGSEARCH_DEAD_LETTER_QUEUE_URL",
+        "functions_dir": "IMGSEARCH_FUNCTIONS_DIR",
     }
 
     @classmethod
@@ -87,10 +93,12 @@ class Settings:
         environ = os.environ if environ is None else environ
         values = {}
         for f in dataclasses.fields(cls):
-            name = cls._ENV.get(f.name)
-            raw = environ.get(name) if name else None
-            if raw is not None and raw.strip() != "":
-                values[f.name] = _parse(f.name, name, raw.strip())
+            names = cls._ENV.get(f.name, ())
+            for name in (names,) if isinstance(names, str) else names:
+                raw = environ.get(name)
+                if raw is not None and raw.strip() != "":
+                    values[f.name] = _parse(f.name, name, raw.strip())
+                    break
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)
         settings.validate()
@@ -130,7 +138,7 @@ def _parse(field_name: str, env_name: str, raw: str):
         return raw.lower() in ("1", "true", "yes")
     if field_name == "es_urls":
         return tuple(u.strip().rstrip("/") for u in raw.split(",") if u.strip())
-    if field_name == "data_dir":
+    if field_name in ("data_dir", "functions_dir"):
         return Path(raw).expanduser()
     return raw
 

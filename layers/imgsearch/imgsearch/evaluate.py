@@ -22,6 +22,7 @@ from .errors import NotFoundError
 
 def evaluate(dataset: Path, settings: Settings, *, query_prefix: str | None = None, depth: int = 10,
              **search_options) -> dict:
+    from .options import SearchOptions
     from .pipeline import ImageSearch
     from .storage import FolderStorage
 
@@ -29,27 +30,26 @@ def evaluate(dataset: Path, settings: Settings, *, query_prefix: str | None = No
     reference_dirs = sorted({Path(r).parent.as_posix() for relevant in truth.values() for r in relevant})
     with tempfile.TemporaryDirectory(prefix="imgsearch-eval-") as scratch:
         settings = settings.replace(data_dir=Path(scratch), es_index=f"imgsearch-eval-{uuid.uuid4().hex[:8]}")
-        search = ImageSearch(settings)
-        search.index.ensure_index()
+        search = ImageSearch.open(settings)
         try:
             started, indexed = time.perf_counter(), 0
             for folder in reference_dirs:
-                report = search.index_source(FolderStorage(dataset / folder))
+                report = search.ingester.index_source(FolderStorage(dataset / folder))
+                search.upkeep.after_ingest()
                 indexed += report.indexed
             ingest_seconds = time.perf_counter() - started  # the whitening's fit included
-            whitening = search.whitening()
+            whitening = search.whitening.current_whitening()
             search.embedder.embed_query(_first_image(dataset, truth))  # warm the model: latency is per query
             ranks, latencies = [], []
             for query, relevant in sorted(truth.items()):
                 data = (dataset / query).read_bytes()
                 t0 = time.perf_counter()
-                hits = search.search_image(data, page_size=depth, **search_options).hits
+                hits = search.searcher.search_image(data, SearchOptions(page_size=depth, **search_options)).hits
                 latencies.append((time.perf_counter() - t0) * 1000)
-                found = [Path(h["bucket"]).name + "/" + h["key"] for h in hits]
+                found = [Path(h.bucket).name + "/" + h.key for h in hits]
                 ranks.append(next((i + 1 for i, key in enumerate(found) if key in relevant), None))
         finally:
-            if settings.backend == "elasticsearch":
-                search.index.delete_index()
+            search.index.delete_index()
             search.close()
     n = len(ranks)
     return {

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
 import sys
 import threading
 import time
@@ -25,21 +24,17 @@ from .errors import ConfigError, PermanentError, TransientError
 log = logging.getLogger("imgsearch.local")
 
 
-def functions_dir() -> Path:
-    """functions/ of this checkout (the package is installed editable from layers/imgsearch)."""
-    configured = os.environ.get("IMGSEARCH_FUNCTIONS_DIR")
-    path = Path(configured) if configured else Path(__file__).resolve().parents[3] / "functions"
-    if not path.is_dir():
-        raise ConfigError(f"cannot find the functions folder at {path}; set IMGSEARCH_FUNCTIONS_DIR")
-    return path
-
-
-def load_function(name: str):
-    """Import functions/<name>/app.py as module 'imgsearch_fn_<name>' (each function has its own app.py)."""
+def load_function(name: str, functions_dir: Path | None = None):
+    """Import <functions_dir>/<name>/app.py as module 'imgsearch_fn_<name>' (each function has its own app.py);
+    functions_dir: Settings.functions_dir, or by default functions/ of this checkout (the package is installed
+    editable from layers/imgsearch)."""
     module_name = f"imgsearch_fn_{name}"
     if module_name in sys.modules:
         return sys.modules[module_name]
-    folder = functions_dir() / name
+    root = functions_dir or Path(__file__).resolve().parents[3] / "functions"
+    if not root.is_dir():
+        raise ConfigError(f"cannot find the functions folder at {root}; set IMGSEARCH_FUNCTIONS_DIR")
+    folder = root / name
     spec = importlib.util.spec_from_file_location(module_name, folder / "app.py")
     module = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(folder))  # so the function's own helper modules (chalicelib/) import as in Lambda

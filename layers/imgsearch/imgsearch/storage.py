@@ -115,7 +115,7 @@ class FolderStorage(Storage):
 
 
 class S3Storage(Storage):
-    """An S3 bucket through boto3; endpoints (MinIO, LocalStack, moto) come from AWS_ENDPOINT_URL[_S3]."""
+    """An S3 bucket through boto3; the client comes from s3_client (one per process: storages.Storages)."""
 
     def __init__(self, bucket: str, *, client=None, url_expires: int = 3600):
         self.bucket = bucket
@@ -199,23 +199,9 @@ def s3_client(endpoint_url: str | None = None):
     import boto3
     from botocore.config import Config
 
-    endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     config = Config(signature_version="s3v4", retries={"max_attempts": 3, "mode": "standard"},
-                    s3={"addressing_style": "path"} if endpoint else {})
-    return boto3.client("s3", endpoint_url=endpoint, config=config)
-
-
-def open_storage(source: str, *, client=None, url_expires: int = 3600) -> tuple[Storage, str]:
-    """'s3://bucket/prefix' or a folder path -> (storage, prefix)."""
-    if source.startswith("s3://"):
-        bucket, _, prefix = source[len("s3://"):].partition("/")
-        if not bucket:
-            raise PermanentError(f"no bucket in {source!r}; use s3://BUCKET[/PREFIX]")
-        return S3Storage(bucket, client=client, url_expires=url_expires), prefix
-    path = Path(source).expanduser()
-    if not path.is_dir():
-        raise NotFoundError(f"{source} is not a folder (or use s3://BUCKET/PREFIX)")
-    return FolderStorage(path), ""
+                    s3={"addressing_style": "path"} if endpoint_url else {})
+    return boto3.client("s3", endpoint_url=endpoint_url, config=config)
 
 
 def _status(exc) -> int | None:

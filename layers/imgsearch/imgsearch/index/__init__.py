@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from ..config import Settings
-from .base import Hit, ImageDocument, IndexBackend, IndexEntry, SearchPage, SearchRequest, doc_id
+from .base import IndexBackend, IndexEntry, ScoredDocument, SearchPage, SearchRequest
+from .document import ImageDocument, doc_id
 
-__all__ = ["Hit", "ImageDocument", "IndexBackend", "IndexEntry", "SearchPage", "SearchRequest", "doc_id",
+__all__ = ["ImageDocument", "IndexBackend", "IndexEntry", "ScoredDocument", "SearchPage", "SearchRequest", "doc_id",
            "open_index"]
 
 

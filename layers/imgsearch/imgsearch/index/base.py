@@ -1,66 +1,26 @@
 """The index contract every backend implements (embedded, Elasticsearch).
 
 tests/contract/ holds the suite any backend must pass. Scores are always cosine similarity in [-1, 1],
-whatever the backend computes internally.
+whatever the backend computes internally. The whitening a backend stores beside its documents is reached
+through its `whitenings`, a WhiteningStore: a small interface of its own, apart from this contract.
 """
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
-from ..errors import IncompatibleIndexError, InvalidRequestError
+from ..errors import IncompatibleIndexError
+from ..options import check_search
 from ..whitening import Whitening
-
-
-def doc_id(bucket: str, key: str) -> str:
-    """The document id of an object: the same object always maps to the same document, so re-ingest upserts."""
-    # Bucket names cannot contain "/", so "bucket/key" is unambiguous; hashing bounds the length (ES ids <= 512 B).
-    return hashlib.sha256(f"{bucket}/{key}".encode("utf-8")).hexdigest()[:40]
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+from .document import ImageDocument
 
 
 @dataclass(frozen=True)
-class ImageDocument:
-    """One indexed image: where it lives, its vector and what we knew about it when we indexed it."""
-
-    bucket: str
-    key: str
-    vector: np.ndarray  # (512,) float32, unit length
-    model_id: str
-    etag: str | None = None
-    size: int | None = None
-    width: int | None = None
-    height: int | None = None
-    content_type: str | None = None
-    indexed_at: str = field(default_factory=utc_now)
-    local_features: bytes | None = None  # compact keypoints+descriptors for geometric re-ranking
-    descriptors: bytes | None = None  # DescriptorSet: the raw vector and regions, to re-whiten without the network
-    whitening: str | None = None  # id of the whitening `vector` was made with
-
-    @property
-    def doc_id(self) -> str:
-        return doc_id(self.bucket, self.key)
-
-    def metadata(self) -> dict:
-        """Everything but the vector and local features, as JSON-ready values."""
-        return {
-            "id": self.doc_id, "bucket": self.bucket, "key": self.key, "etag": self.etag, "size": self.size,
-            "width": self.width, "height": self.height, "content_type": self.content_type,
-            "model_id": self.model_id, "whitening": self.whitening, "indexed_at": self.indexed_at,
-        }
-
-
-@dataclass(frozen=True)
-class Hit:
+class ScoredDocument:
     score: float  # cosine similarity
     document: ImageDocument
 
@@ -75,7 +35,7 @@ class Hit:
 
 @dataclass(frozen=True)
 class SearchPage:
-    hits: list[Hit]
+    hits: list[ScoredDocument]
     total: int  # hits at or above min_score over all pages (for kNN: among the k nearest)
     page: int
     page_size: int
@@ -98,14 +58,7 @@ class SearchRequest:
     with_local_features: bool = False
 
     def __post_init__(self):
-        if self.page < 1:
-            raise InvalidRequestError(f"page must be 1 or more, got {self.page}")
-        if self.page_size < 1:
-            raise InvalidRequestError(f"page_size must be 1 or more, got {self.page_size}")
-        if self.min_score is not None and not -1.0 <= self.min_score <= 1.0:
-            raise InvalidRequestError(f"min_score is a cosine similarity between -1 and 1, got {self.min_score}")
-        if self.mode not in ("exact", "knn"):
-            raise InvalidRequestError(f"mode must be exact or knn, got {self.mode!r}")
+        check_search(min_score=self.min_score, page=self.page, page_size=self.page_size, mode=self.mode)
 
     @property
     def offset(self) -> int:
@@ -113,6 +66,18 @@ class SearchRequest:
 
     def queries(self, dim: int) -> np.ndarray:
         return np.asarray(self.vector, dtype=np.float32).reshape(-1, dim)  # (R, 512)
+
+
+class WhiteningStore(Protocol):
+    """Where an index keeps its one whitening (whitening.py): beside its documents, replaced by each refit."""
+
+    def info(self) -> tuple[str, int] | None:
+        """(id, images fitted on) of the stored whitening, or None; cheap enough to ask on every request."""
+
+    def load(self) -> Whitening | None: ...
+
+    def save(self, whitening: Whitening) -> None:
+        """Store it as the index's whitening, replacing any other (last writer wins)."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +97,7 @@ class IndexBackend(ABC):
     name: str
     dim: int
     model_id: str
+    whitenings: WhiteningStore  # the index's whitening, stored beside the documents
 
     def checked_vector(self, doc: ImageDocument) -> np.ndarray:
         """The document's vector as float32 (512,), or IncompatibleIndexError if it does not belong here."""
@@ -147,6 +113,10 @@ class IndexBackend(ABC):
         """Create the index if it is missing; refuse one whose vectors or model differ (IncompatibleIndexError)."""
 
     @abstractmethod
+    def delete_index(self) -> None:
+        """Drop the index, its documents and its whitening (evaluations use throw-away indexes)."""
+
+    @abstractmethod
     def upsert(self, documents: Sequence[ImageDocument]) -> None:
         """Insert or replace documents by id; all or nothing is not promised, but a failure raises."""
 
@@ -155,7 +125,8 @@ class IndexBackend(ABC):
         """Delete documents; returns how many existed. Deleting a missing id is not an error."""
 
     @abstractmethod
-    def get(self, doc_id: str, *, with_vector: bool = True) -> ImageDocument | None: ...
+    def get(self, doc_id: str, *, with_vector: bool = True) -> ImageDocument | None:
+        """The document; without with_vector, its metadata only (an empty vector, no blobs)."""
 
     @abstractmethod
     def count(self, *, stale_for: str | None = None) -> int:
@@ -168,18 +139,6 @@ class IndexBackend(ABC):
     @abstractmethod
     def entries(self, bucket: str | None = None) -> Iterator[IndexEntry]:
         """Every document's id, key and etag (for sync)."""
-
-    # -- the index's whitening (whitening.py): stored beside the documents, refitted as the index grows --------
-    @abstractmethod
-    def whitening_info(self) -> tuple[str, int] | None:
-        """(id, images fitted on) of the stored whitening, or None; cheap enough to ask on every request."""
-
-    @abstractmethod
-    def load_whitening(self) -> Whitening | None: ...
-
-    @abstractmethod
-    def save_whitening(self, whitening: Whitening) -> None:
-        """Store it as the index's whitening, replacing any other (last writer wins)."""
 
     @abstractmethod
     def descriptor_sets(self, *, stale_for: str | None = None) -> Iterator[tuple[str, bytes]]:

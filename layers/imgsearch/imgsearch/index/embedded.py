@@ -16,25 +16,13 @@ import numpy as np
 
 from ..errors import BackendUnavailableError, IncompatibleIndexError
 from ..whitening import Whitening
-from .base import Hit, ImageDocument, IndexBackend, IndexEntry, SearchPage, SearchRequest
+from .base import IndexBackend, IndexEntry, ScoredDocument, SearchPage, SearchRequest
+from .document import FIELDS, META_FIELDS, ImageDocument, sql_columns
 
-_SCHEMA = """
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS documents (
-    doc_id TEXT PRIMARY KEY,
-    bucket TEXT NOT NULL,
-    key TEXT NOT NULL,
-    etag TEXT,
-    size INTEGER,
-    width INTEGER,
-    height INTEGER,
-    content_type TEXT,
-    model_id TEXT NOT NULL,
-    indexed_at TEXT NOT NULL,
-    vector BLOB NOT NULL,
-    local_features BLOB,
-    descriptors BLOB,
-    whitening TEXT
+    {sql_columns()}
 );
 CREATE TABLE IF NOT EXISTS whitening (
     singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
@@ -43,7 +31,8 @@ CREATE TABLE IF NOT EXISTS whitening (
     matrix BLOB NOT NULL
 );
 """
-_META_COLUMNS = "doc_id, bucket, key, etag, size, width, height, content_type, model_id, whitening, indexed_at"
+_COLUMNS = ("doc_id", *(f.name for f in FIELDS))  # what upsert writes, in this order
+_META = ", ".join(("doc_id", *META_FIELDS))
 
 
 class EmbeddedIndex(IndexBackend):
@@ -58,6 +47,7 @@ class EmbeddedIndex(IndexBackend):
         self._writes = 0  # our own commits; PRAGMA data_version only counts other connections'
         self._snapshot_version = None
         self._snapshot = None
+        self.whitenings = EmbeddedWhitenings(self)
 
     # -- connection -------------------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -88,20 +78,26 @@ class EmbeddedIndex(IndexBackend):
                     f"{stored.get('model_id')!r}, but this process makes {self.dim}-d vectors of model "
                     f"{self.model_id!r}; use another IMGSEARCH_DATA_DIR or delete the old index")
 
+    def delete_index(self) -> None:
+        with self._lock:
+            self.close()
+            self._snapshot_version = self._snapshot = None
+            for suffix in ("", "-wal", "-shm"):
+                self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
+
     # -- writes -------------------------------------------------------------------------------------------
     def upsert(self, documents: Sequence[ImageDocument]) -> None:
         rows = []
         for doc in documents:
             vector = self.checked_vector(doc)
-            rows.append((doc.doc_id, doc.bucket, doc.key, doc.etag, doc.size, doc.width, doc.height,
-                         doc.content_type, doc.model_id, doc.whitening, doc.indexed_at, vector.tobytes(),
-                         doc.local_features, doc.descriptors))
+            rows.append((doc.doc_id, *(vector.tobytes() if f.name == "vector" else getattr(doc, f.name)
+                                       for f in FIELDS)))
         if not rows:
             return
         with self._lock, self._conn() as db:
             db.execute("BEGIN IMMEDIATE")
-            db.executemany(f"INSERT OR REPLACE INTO documents ({_META_COLUMNS}, vector, local_features, descriptors) "
-                           f"VALUES ({', '.join('?' * 14)})", rows)
+            db.executemany(f"INSERT OR REPLACE INTO documents ({', '.join(_COLUMNS)}) "
+                           f"VALUES ({', '.join('?' * len(_COLUMNS))})", rows)
             self._writes += 1
 
     def set_vectors(self, updates: Sequence[tuple[str, np.ndarray, str]]) -> None:
@@ -110,23 +106,6 @@ class EmbeddedIndex(IndexBackend):
             db.execute("BEGIN IMMEDIATE")
             db.executemany("UPDATE documents SET vector = ?, whitening = ? WHERE doc_id = ?", rows)
             self._writes += 1
-
-    # -- whitening ------------------------------------------------------------------------------------------
-    def whitening_info(self) -> tuple[str, int] | None:
-        with self._lock:
-            row = self._conn().execute("SELECT id, images FROM whitening").fetchone()
-        return (row[0], row[1]) if row else None
-
-    def load_whitening(self) -> Whitening | None:
-        with self._lock:
-            row = self._conn().execute("SELECT id, images, matrix FROM whitening").fetchone()
-        return Whitening.from_bytes(row[2], row[0], row[1], dim=self.dim) if row else None
-
-    def save_whitening(self, whitening: Whitening) -> None:
-        with self._lock, self._conn() as db:
-            db.execute("BEGIN IMMEDIATE")
-            db.execute("INSERT OR REPLACE INTO whitening VALUES (1, ?, ?, ?)",
-                       (whitening.id, whitening.images, whitening.to_bytes()))
 
     def descriptor_sets(self, *, stale_for: str | None = None) -> Iterator[tuple[str, bytes]]:
         query = "SELECT doc_id, descriptors FROM documents WHERE descriptors IS NOT NULL"
@@ -146,10 +125,10 @@ class EmbeddedIndex(IndexBackend):
 
     # -- reads --------------------------------------------------------------------------------------------
     def get(self, doc_id: str, *, with_vector: bool = True) -> ImageDocument | None:
+        extra = "vector, local_features" if with_vector else "NULL, NULL"
         with self._lock:
-            row = self._conn().execute(
-                f"SELECT {_META_COLUMNS}, vector, local_features FROM documents WHERE doc_id = ?",
-                (doc_id,)).fetchone()
+            row = self._conn().execute(f"SELECT {_META}, {extra} FROM documents WHERE doc_id = ?",
+                                       (doc_id,)).fetchone()
         return _document(row) if row else None
 
     def count(self, *, stale_for: str | None = None) -> int:
@@ -169,24 +148,11 @@ class EmbeddedIndex(IndexBackend):
     def search(self, request: SearchRequest) -> SearchPage:
         # The embedded index is always exact: "knn" is answered exactly too.
         ids, keys, matrix = self._vectors()
-        queries = request.queries(self.dim)  # (R, 512)
-        scores = (matrix @ queries.T).max(axis=1)  # (n,) best cosine: rows and queries are unit length
-        keep = np.ones(len(ids), dtype=bool)  # (n,)
-        if request.min_score is not None:
-            keep &= scores >= np.float32(request.min_score)
-        if request.key_prefix:
-            keep &= np.char.startswith(keys, request.key_prefix)
-        if request.exclude_ids:
-            keep &= ~np.isin(ids, list(request.exclude_ids))
-        candidates = np.flatnonzero(keep)  # (m,)
-        end = request.offset + request.page_size
-        if end < len(candidates):  # only the best `end` need sorting: partition first (10x less work at 100k)
-            candidates = candidates[np.argpartition(-scores[candidates], end - 1)[:end]]
-        order = candidates[np.lexsort((ids[candidates], -scores[candidates]))]  # best first, ties by id
-        page = order[request.offset:end]
+        scores = (matrix @ request.queries(self.dim).T).max(axis=1)  # (n,) best cosine: all rows unit length
+        page, total = _page_of(request, ids, keys, scores)
         documents = self._documents([str(ids[i]) for i in page], request.with_local_features)
-        hits = [Hit(score=float(scores[i]), document=documents[str(ids[i])]) for i in page]
-        return SearchPage(hits=hits, total=int(keep.sum()), page=request.page, page_size=request.page_size)
+        hits = [ScoredDocument(score=float(scores[i]), document=documents[str(ids[i])]) for i in page]
+        return SearchPage(hits=hits, total=total, page=request.page, page_size=request.page_size)
 
     def _documents(self, doc_ids: list[str], with_local_features: bool) -> dict[str, ImageDocument]:
         if not doc_ids:
@@ -195,7 +161,7 @@ class EmbeddedIndex(IndexBackend):
         extra = "local_features" if with_local_features else "NULL"
         with self._lock:
             rows = self._conn().execute(
-                f"SELECT {_META_COLUMNS}, vector, {extra} FROM documents WHERE doc_id IN ({marks})",
+                f"SELECT {_META}, vector, {extra} FROM documents WHERE doc_id IN ({marks})",
                 doc_ids).fetchall()
         return {row[0]: _document(row) for row in rows}
 
@@ -226,10 +192,49 @@ class EmbeddedIndex(IndexBackend):
                 self._db = None
 
 
+def _page_of(request: SearchRequest, ids: np.ndarray, keys: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, int]:
+    """(row numbers of the requested page, best first with ties by id; how many rows pass the filters)."""
+    keep = np.ones(len(ids), dtype=bool)  # (n,)
+    if request.min_score is not None:
+        keep &= scores >= np.float32(request.min_score)
+    if request.key_prefix:
+        keep &= np.char.startswith(keys, request.key_prefix)
+    if request.exclude_ids:
+        keep &= ~np.isin(ids, list(request.exclude_ids))
+    candidates = np.flatnonzero(keep)  # (m,)
+    end = request.offset + request.page_size
+    if end < len(candidates):  # only the best `end` need sorting: partition first (10x less work at 100k)
+        candidates = candidates[np.argpartition(-scores[candidates], end - 1)[:end]]
+    order = candidates[np.lexsort((ids[candidates], -scores[candidates]))]  # best first, ties by id
+    return order[request.offset:end], int(keep.sum())
+
+
 def _document(row) -> ImageDocument:
-    (doc_id, bucket, key, etag, size, width, height, content_type, model_id, whitening, indexed_at, vector,
-     local) = row
-    return ImageDocument(bucket=bucket, key=key, vector=np.frombuffer(vector, dtype=np.float32).copy(),
-                         model_id=model_id, etag=etag, size=size, width=width, height=height,
-                         content_type=content_type, whitening=whitening, indexed_at=indexed_at,
-                         local_features=local)
+    """A row of SELECT {_META}, vector, local_features."""
+    values = dict(zip(META_FIELDS, row[1:]))
+    vector, local = row[-2:]
+    return ImageDocument(**values, vector=np.frombuffer(vector, dtype=np.float32).copy() if vector is not None
+                         else np.zeros(0, dtype=np.float32), local_features=local)
+
+
+class EmbeddedWhitenings:
+    """The index's whitening: one row of the same SQLite file (a WhiteningStore)."""
+
+    def __init__(self, index: EmbeddedIndex):
+        self._index = index
+
+    def info(self) -> tuple[str, int] | None:
+        with self._index._lock:
+            row = self._index._conn().execute("SELECT id, images FROM whitening").fetchone()
+        return (row[0], row[1]) if row else None
+
+    def load(self) -> Whitening | None:
+        with self._index._lock:
+            row = self._index._conn().execute("SELECT id, images, matrix FROM whitening").fetchone()
+        return Whitening.from_bytes(row[2], row[0], row[1], dim=self._index.dim) if row else None
+
+    def save(self, whitening: Whitening) -> None:
+        with self._index._lock, self._index._conn() as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT OR REPLACE INTO whitening VALUES (1, ?, ?, ?)",
+                       (whitening.id, whitening.images, whitening.to_bytes()))

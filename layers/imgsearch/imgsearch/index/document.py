@@ -1,0 +1,86 @@
+"""The indexed document and THE table of its fields: every backend builds its schema, writer and reader from it.
+
+A field is declared once, below, with its Python type (the annotation), its Elasticsearch mapping and its SQLite
+column type. Adding a field means adding one line here (and re-creating existing indexes: mappings are strict).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+
+KEYWORD = {"type": "keyword"}
+VECTOR_FIELD = "feature_vector"  # the original demo's names: file_name (the key) + feature_vector
+META, BLOB, VECTOR = "metadata", "blob", "vector"  # blobs (bytes) are only read when asked for
+
+
+def doc_id(bucket: str, key: str) -> str:
+    """The document id of an object: the same object always maps to the same document, so re-ingest upserts."""
+    # Bucket names cannot contain "/", so "bucket/key" is unambiguous; hashing bounds the length (ES ids <= 512 B).
+    return hashlib.sha256(f"{bucket}/{key}".encode("utf-8")).hexdigest()[:40]
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _column(es: dict | None, sql: str, kind: str = META, **default):
+    return field(metadata={"es": es, "sql": sql, "kind": kind}, **default)
+
+
+@dataclass(frozen=True)
+class ImageDocument:
+    """One indexed image: where it lives, its vector and what we knew about it when we indexed it."""
+
+    bucket: str = _column(KEYWORD, "TEXT NOT NULL")
+    key: str = _column(KEYWORD, "TEXT NOT NULL")
+    vector: np.ndarray = _column(None, "BLOB NOT NULL", VECTOR)  # (512,) float32, unit length; mapped by mapping()
+    model_id: str = _column(KEYWORD, "TEXT NOT NULL")
+    etag: str | None = _column(KEYWORD, "TEXT", default=None)
+    size: int | None = _column({"type": "long"}, "INTEGER", default=None)
+    width: int | None = _column({"type": "integer"}, "INTEGER", default=None)
+    height: int | None = _column({"type": "integer"}, "INTEGER", default=None)
+    content_type: str | None = _column(KEYWORD, "TEXT", default=None)
+    whitening: str | None = _column(KEYWORD, "TEXT", default=None)  # id of the whitening `vector` was made with
+    indexed_at: str = _column({"type": "date"}, "TEXT NOT NULL", default_factory=utc_now)
+    # binary: not indexed, no doc values. Compact keypoints + descriptors for geometric re-ranking:
+    local_features: bytes | None = _column({"type": "binary"}, "BLOB", BLOB, default=None)
+    # DescriptorSet: the raw vector and regions, to re-whiten without the network
+    descriptors: bytes | None = _column({"type": "binary"}, "BLOB", BLOB, default=None)
+
+    @property
+    def doc_id(self) -> str:
+        return doc_id(self.bucket, self.key)
+
+    def metadata(self) -> dict:
+        """Everything but the vector and the blobs, as JSON-ready values."""
+        return {"id": self.doc_id, **{name: getattr(self, name) for name in META_FIELDS}}
+
+
+FIELDS = tuple(dataclasses.fields(ImageDocument))
+META_FIELDS = tuple(f.name for f in FIELDS if f.metadata["kind"] == META)
+BLOB_FIELDS = tuple(f.name for f in FIELDS if f.metadata["kind"] == BLOB)
+
+
+def es_mapping(*, dim: int, model_id: str, vector_index: str) -> dict:
+    """The Elasticsearch mapping (the demo's file_name + feature_vector, then every field of the table)."""
+    return {
+        "_meta": {"model_id": model_id, "dims": dim, "created_by": "imgsearch"},
+        "dynamic": "strict",
+        "properties": {
+            "file_name": KEYWORD,
+            # index_options always explicit: since 8.14 an omitted one silently becomes int8_hnsw.
+            VECTOR_FIELD: {"type": "dense_vector", "dims": dim, "index": True, "similarity": "cosine",
+                           "index_options": {"type": vector_index}},
+            **{f.name: dict(f.metadata["es"]) for f in FIELDS if f.metadata["es"] is not None},
+        },
+    }
+
+
+def sql_columns() -> str:
+    """The SQLite documents table's columns (doc_id first)."""
+    return ",\n    ".join(["doc_id TEXT PRIMARY KEY"] + [f"{f.name} {f.metadata['sql']}" for f in FIELDS])

@@ -1,0 +1,156 @@
+"""Ingest: bring the index in line with the bucket, one object (an event) or a whole prefix (index, sync).
+
+"The bucket is the truth": whatever an event said, we look at the object now (present -> embed and upsert,
+absent -> delete), so duplicate, late and out-of-order events converge. The whitening's upkeep is not done
+here: callers run upkeep.WhiteningUpkeep.after_ingest() afterwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from . import local_features
+from .config import Settings
+from .errors import NotFoundError, PermanentError
+from .events import ObjectChange
+from .images import DecodedImage, decode_image
+from .index import ImageDocument, IndexBackend, doc_id
+from .storage import Storage, StoredObject
+from .storages import Storages
+from .upkeep import CurrentWhitening
+
+if TYPE_CHECKING:
+    from .embedder import Embedder
+
+
+@dataclass(frozen=True)
+class ChangeOutcome:
+    action: str  # "indexed" | "unchanged" | "deleted" | "absent"
+    bucket: str
+    key: str
+    doc_id: str
+
+
+@dataclass
+class IndexReport:
+    indexed: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (key, reason)
+
+    def to_dict(self) -> dict:
+        return {"indexed": self.indexed, "unchanged": self.unchanged, "deleted": self.deleted,
+                "failed": [{"key": k, "reason": r} for k, r in self.failed]}
+
+
+class Ingester:
+    """Object -> document: read, decode, embed with the current whitening, upsert; or delete what is gone."""
+
+    def __init__(self, settings: Settings, embedder: Embedder, index: IndexBackend, storages: Storages,
+                 whitening: CurrentWhitening):
+        self.settings, self.embedder, self.index = settings, embedder, index
+        self.storages, self.whitening = storages, whitening
+
+    def apply_change(self, change: ObjectChange) -> ChangeOutcome:
+        """Bring the index in line with the object an event names. Raises PermanentError for a bad image."""
+        return self.sync_object(self.storages.get(change.bucket), change.key)
+
+    def sync_object(self, storage: Storage, key: str) -> ChangeOutcome:
+        did = doc_id(storage.bucket, key)
+        current = storage.head(key)
+        if current is None:
+            removed = self.index.delete([did])
+            return ChangeOutcome("deleted" if removed else "absent", storage.bucket, key, did)
+        existing = self.index.get(did, with_vector=False)
+        if existing is not None and _unchanged(existing, current, self.embedder.model_id):
+            return ChangeOutcome("unchanged", storage.bucket, key, did)
+        try:
+            decoded = self._read_and_decode(storage, current)
+        except PermanentError:
+            # The object under this key is no longer a usable image: its old vector would point at it wrongly.
+            if existing is not None:
+                self.index.delete([did])
+            raise
+        except NotFoundError:  # deleted between HEAD and GET: a later event (or this state) says "absent"
+            self.index.delete([did])
+            return ChangeOutcome("deleted", storage.bucket, key, did)
+        self.index.upsert(self._documents([current], [decoded]))
+        return ChangeOutcome("indexed", storage.bucket, key, did)
+
+    def index_source(self, storage: Storage, prefix: str = "", *, prune: bool = False, force: bool = False,
+                     progress: Callable[[int], None] | None = None) -> IndexReport:
+        """Index every object under prefix in batches, skipping unchanged ones (unless force: e.g. to add local
+        features to documents indexed without them); prune drops vanished ones."""
+        self.storages.add(storage)
+        known = {e.key: e for e in self.index.entries(bucket=storage.bucket) if e.key.startswith(prefix)}
+        objects = list(storage.list(prefix))
+        report = IndexReport()
+        todo = []
+        for obj in objects:
+            entry = known.get(obj.key)
+            if not force and entry is not None and _unchanged(entry, obj, self.embedder.model_id):
+                report.unchanged += 1
+                if progress:
+                    progress(1)
+            else:
+                todo.append(obj)
+        for start in range(0, len(todo), self.settings.batch_size):
+            batch = todo[start:start + self.settings.batch_size]
+            good, decoded = [], []
+            for obj in batch:
+                try:
+                    decoded.append(self._read_and_decode(storage, obj))
+                    good.append(obj)
+                except (PermanentError, NotFoundError) as exc:
+                    report.failed.append((obj.key, str(exc)))
+            documents = self._documents_or_failures(good, decoded, report)
+            self.index.upsert(documents)
+            report.indexed += len(documents)
+            if progress:
+                progress(len(batch))
+        if prune:
+            present = {obj.key for obj in objects}
+            stale = [e.doc_id for key, e in known.items() if key not in present]
+            report.deleted = self.index.delete(stale) if stale else 0
+        self.index.refresh()
+        return report
+
+    def _read_and_decode(self, storage: Storage, obj: StoredObject) -> DecodedImage:
+        data = storage.read(obj.key, max_bytes=self.settings.max_image_bytes)
+        return decode_image(data, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_pixels,
+                            draft_size=224)
+
+    def _documents(self, objects: list[StoredObject], decoded: list[DecodedImage]) -> list[ImageDocument]:
+        described = self.embedder.describe([d.image for d in decoded])
+        whitening = self.whitening.current_whitening()
+        vectors = whitening.apply(np.stack([d.raw for d in described]))  # (n, 512)
+        return [ImageDocument(bucket=obj.bucket, key=obj.key, vector=vector, model_id=self.embedder.model_id,
+                              etag=obj.etag, size=obj.size, width=d.width, height=d.height,
+                              content_type=d.content_type, local_features=self._local_features(d),
+                              descriptors=descriptors.to_bytes(), whitening=whitening.id)
+                for obj, d, descriptors, vector in zip(objects, decoded, described, vectors)]
+
+    def _documents_or_failures(self, objects: list[StoredObject], decoded: list[DecodedImage],
+                               report: IndexReport) -> list[ImageDocument]:
+        """Documents for a batch; if one image spoils it (e.g. no features at all), the rest still get theirs."""
+        try:
+            return self._documents(objects, decoded) if objects else []
+        except PermanentError:
+            pass  # one at a time below, to name the culprit
+        documents = []
+        for obj, one in zip(objects, decoded):
+            try:
+                documents += self._documents([obj], [one])
+            except PermanentError as exc:
+                report.failed.append((obj.key, str(exc)))
+        return documents
+
+    def _local_features(self, decoded: DecodedImage) -> bytes | None:
+        return local_features.encode(local_features.extract(decoded.image)) if self.settings.rerank else None
+
+
+def _unchanged(entry, obj: StoredObject, model_id: str) -> bool:
+    return bool(obj.etag) and entry.etag == obj.etag and entry.model_id == model_id

@@ -1,0 +1,128 @@
+"""Search: a query image (or an indexed one) -> embed -> index.search -> re-rank -> typed hits.
+
+Options come in as a SearchOptions (checked in options.py); results go out as frozen Hit records in a
+SearchResults. Adapters turn those into JSON (to_dict) or lines of text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from . import local_features
+from .config import Settings
+from .errors import NotFoundError
+from .images import decode_image
+from .index import ImageDocument, IndexBackend, ScoredDocument, SearchRequest, doc_id
+from .options import SearchOptions
+from .storages import Storages
+from .upkeep import CurrentWhitening
+
+if TYPE_CHECKING:
+    from .embedder import Embedder
+
+
+@dataclass(frozen=True)
+class Hit:
+    score: float  # cosine similarity, rounded to 6 places
+    key: str
+    bucket: str
+    url: str
+    size: int | None
+    width: int | None
+    height: int | None
+    content_type: str | None
+    id: str
+    inliers: int | None = None  # re-ranked hits only: how many local features agree geometrically
+    verified: bool | None = None  # re-ranked hits only: inliers >= the settings' minimum
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class SearchResults:
+    hits: tuple[Hit, ...]
+    total: int  # hits at or above min_score over all pages (for kNN: among the k nearest)
+    page: int
+    page_size: int
+    took_ms: float
+
+    def to_dict(self) -> dict:
+        return {"hits": [hit.to_dict() for hit in self.hits], "total": self.total, "page": self.page,
+                "page_size": self.page_size, "took_ms": round(self.took_ms, 1)}
+
+
+class Searcher:
+    """Query image or indexed image -> hits, best first; optionally verified with local features."""
+
+    def __init__(self, settings: Settings, embedder: Embedder, index: IndexBackend, storages: Storages,
+                 whitening: CurrentWhitening):
+        self.settings, self.embedder, self.index = settings, embedder, index
+        self.storages, self.whitening = storages, whitening
+
+    def search_image(self, data: bytes, options: SearchOptions = SearchOptions()) -> SearchResults:
+        """Search with an uploaded image."""
+        started = time.perf_counter()
+        image = decode_image(data, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_pixels,
+                             draft_size=224).image
+        vectors = self.whitening.current_whitening().apply(self.embedder.embed_query(image))  # (1 + R, 512)
+        return self._search(vectors, options, started, query_features=lambda: local_features.extract(image))
+
+    def similar_to(self, bucket: str, key: str, options: SearchOptions = SearchOptions()) -> SearchResults:
+        """More like an already indexed image, without uploading it again; the image itself is left out."""
+        started = time.perf_counter()
+        document = self.document(bucket, key)
+        return self._search(document.vector, options, started, exclude_ids=(document.doc_id,),
+                            query_features=lambda: local_features.decode(document.local_features))
+
+    def document(self, bucket: str, key: str) -> ImageDocument:
+        document = self.index.get(doc_id(bucket, key))
+        if document is None:
+            raise NotFoundError(f"{key!r} is not indexed in bucket {bucket!r}")
+        return document
+
+    def image_info(self, bucket: str, key: str) -> dict:
+        """What the index knows of an indexed image, and a URL to open it."""
+        return {**self.document(bucket, key).metadata(), "url": self.storages.url(bucket, key)}
+
+    def _search(self, vector: np.ndarray, options: SearchOptions, started: float, *,
+                query_features: Callable[[], object], exclude_ids: tuple[str, ...] = ()) -> SearchResults:
+        request = SearchRequest(vector=vector, min_score=options.min_score, page=options.page,
+                                page_size=options.page_size, mode=options.mode or self.settings.search_mode,
+                                key_prefix=options.key_prefix, exclude_ids=exclude_ids)
+        rerank = self.settings.rerank if options.rerank is None else options.rerank
+        if not rerank or request.offset >= self.settings.rerank_depth:
+            found = self.index.search(request)
+            hits, total = [self._hit(hit) for hit in found.hits], found.total
+        else:
+            hits, total = self._reranked(request, query_features())
+        return SearchResults(hits=tuple(hits), total=total, page=request.page, page_size=request.page_size,
+                             took_ms=(time.perf_counter() - started) * 1000)
+
+    def _reranked(self, request: SearchRequest, query) -> tuple[list[Hit], int]:
+        """Verify the best `rerank_depth` candidates geometrically and put the convincing ones first; the page
+        is then cut from that order (pages past the depth keep the global order)."""
+        depth, min_inliers = self.settings.rerank_depth, self.settings.rerank_min_inliers
+        head = dataclasses.replace(request, page=1, page_size=max(depth, request.offset + request.page_size),
+                                   with_local_features=True)
+        found = self.index.search(head)
+        checked = found.hits[:depth]
+        counts = (local_features.inliers(query, [local_features.decode(h.document.local_features) for h in checked],
+                                         min_matches=min_inliers)
+                  if query is not None else [0] * len(checked))
+        order = local_features.rerank_order(counts, min_inliers)
+        ranked = [(checked[i], counts[i]) for i in order] + [(hit, None) for hit in found.hits[len(checked):]]
+        window = ranked[request.offset:request.offset + request.page_size]
+        return [self._hit(hit, count, None if count is None else count >= min_inliers)
+                for hit, count in window], found.total
+
+    def _hit(self, hit: ScoredDocument, inliers: int | None = None, verified: bool | None = None) -> Hit:
+        doc = hit.document
+        return Hit(score=round(hit.score, 6), key=doc.key, bucket=doc.bucket,
+                   url=self.storages.url(doc.bucket, doc.key), size=doc.size, width=doc.width, height=doc.height, content_type=doc.content_type, id=doc.doc_id,
+                   inliers=inliers, verified=verified)
