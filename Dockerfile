@@ -1,23 +1,39 @@
-# One image recipe for both Lambda functions (TensorFlow does not fit a zip function; see DESIGN.md).
+# One image recipe for both Lambda functions (the model, its runtime and OpenCV do not fit a zip function).
 # Build context: the repository root. The final stage is picked with a build *target*, not a build arg,
 # because CMD cannot expand variables and the Lambda entrypoint needs the handler as its argument:
 #   docker build --target extract -t imgsearch-extract .     # CMD app.handler
 #   docker build --target search  -t imgsearch-search .      # CMD app.app (Chalice)
 # (template.yaml passes DockerBuildTarget; infra/docker-compose.yml passes build.target.)
 #
-# The VGG19 weights are baked in and never committed (models/ and *.h5 are git-ignored). Put the file at
-# models/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5 first, e.g. one of:
+# The functions run VGG19 as an int8 OpenVINO model (no TensorFlow in the final images: smaller, and a cold
+# start skips TensorFlow's import). The `int8-model` stage builds it from the weights file, calibrated on a few
+# dozen photos like the ones you will index (models/calibration/, any image files). Neither is committed
+# (models/ and *.h5 are git-ignored). Put the weights at
+# models/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5 and the photos under models/calibration/ first, e.g.:
+#   mkdir -p models/calibration && cp ~/Pictures/some-of-yours/*.jpg models/calibration/
 #   mkdir -p models && cp ../shared/models/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5 models/
 #   mkdir -p models && curl -fLo models/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5 \
 #     https://storage.googleapis.com/tensorflow/keras-applications/vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5
 # or point the build arg WEIGHTS_FILE at another path inside the build context.
 
+# Build stage: TensorFlow + NNCF turn the weights into the int8 model; none of it reaches the final images.
+FROM public.ecr.aws/lambda/python:3.12 AS int8-model
+COPY layers/imgsearch /tmp/imgsearch
+RUN pip install --no-cache-dir "/tmp/imgsearch[model,build]" && rm -rf /tmp/imgsearch
+ARG WEIGHTS_FILE=models/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5
+ARG CALIBRATION_DIR=models/calibration
+COPY ${WEIGHTS_FILE} /tmp/weights.h5
+COPY ${CALIBRATION_DIR} /tmp/calibration
+RUN IMGSEARCH_VGG19_WEIGHTS=/tmp/weights.h5 TF_CPP_MIN_LOG_LEVEL=2 \
+    imgsearch build-model --out /opt/models/vgg19-int8.xml /tmp/calibration
+
+
 FROM public.ecr.aws/lambda/python:3.12 AS base
 
 # Dependencies first, from pyproject.toml alone, so editing the library's code does not re-download
-# TensorFlow: an empty package with the real metadata pulls every dependency into a cached layer.
+# them: an empty package with the real metadata pulls every dependency into a cached layer.
 COPY layers/imgsearch/pyproject.toml /tmp/imgsearch-deps/pyproject.toml
-RUN pip install --no-cache-dir "/tmp/imgsearch-deps[model,serve]" \
+RUN pip install --no-cache-dir "/tmp/imgsearch-deps[int8,serve]" \
     && pip uninstall -y imgsearch \
     && rm -rf /tmp/imgsearch-deps
 
@@ -25,14 +41,13 @@ RUN pip install --no-cache-dir "/tmp/imgsearch-deps[model,serve]" \
 COPY layers/imgsearch /tmp/imgsearch
 RUN pip install --no-cache-dir --no-deps /tmp/imgsearch && rm -rf /tmp/imgsearch
 
-ARG WEIGHTS_FILE=models/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5
-COPY ${WEIGHTS_FILE} /opt/models/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5
+COPY --from=int8-model /opt/models/ /opt/models/
 # IMGSEARCH_DATA_DIR: Lambda can write only under /tmp. IMGSEARCH_FUNCTIONS_DIR: where the `imgsearch` CLI
 # (worker, webhook and serve in infra/docker-compose.yml) finds functions/<name>/app.py.
-ENV IMGSEARCH_VGG19_WEIGHTS=/opt/models/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5 \
+ENV IMGSEARCH_PRECISION=int8 \
+    IMGSEARCH_INT8_MODEL=/opt/models/vgg19-int8.xml \
     IMGSEARCH_DATA_DIR=/tmp/imgsearch \
-    IMGSEARCH_FUNCTIONS_DIR=/opt/imgsearch/functions \
-    TF_CPP_MIN_LOG_LEVEL=2
+    IMGSEARCH_FUNCTIONS_DIR=/opt/imgsearch/functions
 
 COPY functions/extract/requirements.txt /tmp/requirements/extract.txt
 COPY functions/search/requirements.txt /tmp/requirements/search.txt

@@ -1,5 +1,8 @@
 """Shared fixtures: the real model (skipped with a reason when the weights file is absent), seed images,
-and settings pointing at a throw-away data directory."""
+and settings pointing at a throw-away data directory.
+
+`embedder` is the product's default runtime: int8 (OpenVINO) when the int8 model is built (scripts/setup does;
+in CI it must be), else fp32 (TensorFlow). `fp32_embedder` and `int8_embedder` are the two runtimes by name."""
 
 from __future__ import annotations
 
@@ -8,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import SEED_DIR, WEIGHTS, reencoded_copy  # noqa: F401  (reencoded_copy: re-exported)
+from helpers import INT8_MODEL, SEED_DIR, WEIGHTS, reencoded_copy  # noqa: F401  (reencoded_copy: re-exported)
+from servers import unavailable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
@@ -22,11 +26,27 @@ def weights_path() -> str:
 
 
 @pytest.fixture(scope="session")
-def embedder(weights_path):
-    """The real VGG19 with ImageNet weights, loaded once per test session."""
+def fp32_embedder(weights_path):
+    """The real VGG19 with ImageNet weights on TensorFlow (the reference path), loaded once per test session."""
     from imgsearch.embedder import Embedder
 
-    return Embedder(weights_path)
+    return Embedder(weights_path, precision="fp32")
+
+
+@pytest.fixture(scope="session")
+def int8_embedder(weights_path):
+    """The same weights quantised to int8 (`imgsearch build-model`), on OpenVINO."""
+    from imgsearch.embedder import Embedder
+
+    if INT8_MODEL is None:
+        unavailable("no int8 model: set IMGSEARCH_INT8_MODEL (scripts/setup builds it)")
+    return Embedder(weights_path, precision="int8", int8_model=INT8_MODEL)
+
+
+@pytest.fixture(scope="session")
+def embedder(request, weights_path):
+    """The product's default runtime (see the module docstring)."""
+    return request.getfixturevalue("int8_embedder" if INT8_MODEL or os.environ.get("CI") else "fp32_embedder")
 
 
 @pytest.fixture(scope="session")
@@ -41,4 +61,5 @@ def seed_paths() -> list[Path]:
 def settings(tmp_path):
     from imgsearch.config import Settings
 
-    return Settings.from_env({}, data_dir=tmp_path / "data", weights=str(WEIGHTS) if WEIGHTS.is_file() else None)
+    return Settings.from_env({}, data_dir=tmp_path / "data", weights=str(WEIGHTS) if WEIGHTS.is_file() else None,
+                             int8_model=INT8_MODEL)

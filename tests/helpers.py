@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("IMGSEARCH_SHARED_DIR", REPO.parent / "shared"))
 WEIGHTS = Path(os.environ.get("IMGSEARCH_VGG19_WEIGHTS")
                or SHARED / "models" / "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5")
+INT8_MODEL = Path(os.environ["IMGSEARCH_INT8_MODEL"]) if os.environ.get("IMGSEARCH_INT8_MODEL") else None
 SEED_DIR = SHARED / "fixtures" / "seed-images"
 DVD_DIR = SHARED / "datasets" / "smvs_dvd_covers"
 

@@ -16,6 +16,7 @@ from .errors import ConfigError
 
 BACKENDS = ("embedded", "elasticsearch")
 SEARCH_MODES = ("exact", "knn")
+PRECISIONS = ("int8", "fp32")
 VECTOR_INDEX_TYPES = ("hnsw", "int8_hnsw", "flat", "int8_flat")
 DEFAULT_INDEX = "search_by_image_index"
 
@@ -50,11 +51,13 @@ class Settings:
     api_key: str | None = None
     max_page_size: int = 100
     rerank: bool = True
-    rerank_depth: int = 20
+    rerank_depth: int = 40
     rerank_min_inliers: int = 15
     s3_endpoint_url: str | None = None  # MinIO, LocalStack, moto; None: AWS
     dead_letter_queue_url: str | None = None  # extract: park permanent failures here at once
     functions_dir: Path | None = None  # the local runners: functions/ of a checkout (None: this package's)
+    precision: str | None = None  # the network's runtime: "int8" (OpenVINO) or "fp32" (TensorFlow); see below
+    int8_model: Path | None = None  # the int8 model `imgsearch build-model` wrote (its .xml)
 
     _ENV = {
         "weights": "IMGSEARCH_VGG19_WEIGHTS",
@@ -85,6 +88,8 @@ class Settings:
         "s3_endpoint_url": ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),  # boto3's own names, first one set wins
         "dead_letter_queue_url": "IMGSEARCH_DEAD_LETTER_QUEUE_URL",
         "functions_dir": "IMGSEARCH_FUNCTIONS_DIR",
+        "precision": "IMGSEARCH_PRECISION",
+        "int8_model": "IMGSEARCH_INT8_MODEL",
     }
 
     @classmethod
@@ -109,8 +114,15 @@ class Settings:
         settings.validate()
         return settings
 
+    @property
+    def effective_precision(self) -> str:
+        """IMGSEARCH_PRECISION, else int8 wherever the int8 model was built (IMGSEARCH_INT8_MODEL), else fp32."""
+        return self.precision or ("int8" if self.int8_model else "fp32")
+
     def validate(self) -> None:
         _choice("IMGSEARCH_BACKEND", self.backend, BACKENDS)
+        if self.precision is not None:
+            _choice("IMGSEARCH_PRECISION", self.precision, PRECISIONS)
         _choice("IMGSEARCH_SEARCH_MODE", self.search_mode, SEARCH_MODES)
         _choice("IMGSEARCH_ES_VECTOR_INDEX", self.es_vector_index, VECTOR_INDEX_TYPES)
         for name in ("max_image_bytes", "max_pixels", "batch_size", "url_expires", "max_page_size",
@@ -138,7 +150,7 @@ def _parse(field_name: str, env_name: str, raw: str):
         return raw.lower() in ("1", "true", "yes")
     if field_name == "es_urls":
         return tuple(u.strip().rstrip("/") for u in raw.split(",") if u.strip())
-    if field_name in ("data_dir", "functions_dir"):
+    if field_name in ("data_dir", "functions_dir", "int8_model"):
         return Path(raw).expanduser()
     return raw
 

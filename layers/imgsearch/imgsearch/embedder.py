@@ -1,37 +1,39 @@
 """VGG19 global descriptors: one Embedder per process, shared by ingest and search.
 
 Every vector comes from VGG19's last convolution (block5_conv4, ImageNet weights) on RGB input with Keras'
-`preprocess_input` (the demo fed OpenCV's BGR by mistake), pooled by R-MAC (Tolias et al. 2016): the maximum of
-each of a set of overlapping square regions, each L2-normalised.
+"caffe" preprocessing (the demo fed OpenCV's BGR by mistake), pooled by R-MAC (Tolias et al. 2016): the maximum
+of each of a set of overlapping square regions, each L2-normalised. The network runs on OpenVINO int8 or
+TensorFlow fp32 (networks.py); both give the same vectors to cosine >= 0.99.
 
-- A document is looked at twice, squashed to 224x224 and with its longer side at 320; per size the regions are
-  summed, then the sizes are summed: the raw vector. The stored vector is the raw one PCA-whitened with the
-  index's whitening (whitening.py); the raw vector and the regions are kept so a refit needs no network.
-- A query is described like a document, and also looked at closer (longer side 448 and 640), because in a
-  photo of a thing the thing fills only part of the frame, and cut into more regions (5 levels, about 140
-  vectors); a document scores its best cosine over them, so one region that shows the thing is enough, and an
-  indexed image still finds itself at 1.0. Measured in docs/quality.md.
+- A document is looked at once, squashed to 224x224: its regions summed give the raw vector. The stored vector
+  is the raw one PCA-whitened with the index's whitening (whitening.py); the raw vector and the regions are
+  kept so a refit needs no network.
+- A query is described like a document (so an indexed image still finds itself at 1.0) and looked at once more,
+  closer (longer side 448), because in a photo of a thing the thing fills only part of the frame; that map is
+  cut into more regions (5 levels, about 70 vectors) and a document scores its best cosine over them, so one
+  region that shows the thing is enough. Two network passes per query, one per document; measured against
+  the four-pass recipe before it in docs/quality.md.
 """
 
 from __future__ import annotations
 
-import os
 import threading
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-from .errors import BadImageError, WeightsError
+from .errors import BadImageError
+from .networks import WEIGHTS_FILE_NAME, load_vgg19, open_trunk, preprocess_pixels  # noqa: F401  (re-exported)
 from .whitening import DescriptorSet, unit_rows
 
 DIM = 512
-MODEL_ID = "vgg19-rmac-sq224+320-pcaw"  # stored with every document: a recipe change never mixes vectors
-DOCUMENT_SIZES = ("sq224", "320")  # "sqN": squashed to NxN; "N": aspect kept, longer side N
-DOCUMENT_LEVELS = 3  # R-MAC levels: about 14 regions at 224x224, 21 at 320x240
-QUERY_SIZES = ("448", "640")
-QUERY_LEVELS = 5  # about 70 regions per size
-WEIGHTS_FILE_NAME = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
+MODEL_ID = "vgg19-rmac-sq224-pcaw"  # stored with every document: a recipe change never mixes vectors
+DOCUMENT_SIZES = ("sq224",)  # "sqN": squashed to NxN; "N": aspect kept, longer side N
+DOCUMENT_LEVELS = 3  # R-MAC levels: 14 regions at 224x224
+QUERY_SIZES = ("448",)
+QUERY_LEVELS = 5  # about 70 regions at 448x336
 
 
 class Embedder:
@@ -41,25 +43,30 @@ class Embedder:
     dim = DIM
     whitened = True  # documents and queries are compared after the index's PCA-whitening
 
-    def __init__(self, weights: str | None = None, *, batch_size: int = 8):
+    def __init__(self, weights: str | None = None, *, batch_size: int = 8, precision: str = "fp32",
+                 int8_model: Path | None = None):
         self.weights = weights
         self.batch_size = batch_size
-        self._model = None
+        self.precision = precision  # "fp32": TensorFlow (the reference); "int8": OpenVINO (networks.py)
+        self.int8_model = int8_model
         self._forward = None
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings) -> "Embedder":
+        return cls(settings.weights, batch_size=settings.batch_size, precision=settings.effective_precision,
+                   int8_model=settings.int8_model)
 
     @staticmethod
     def preprocess(image: Image.Image, size: str) -> np.ndarray:
         """RGB image -> (h, w, 3) float32 network input at `size` ("sqN" or "N", see DOCUMENT_SIZES)."""
-        from keras.applications.vgg19 import preprocess_input
-
         if size.startswith("sq"):
             shape = (int(size[2:]), int(size[2:]))
         else:
             scale = int(size) / max(image.size)
             shape = (max(32, round(image.width * scale)), max(32, round(image.height * scale)))
         pixels = np.asarray(image.convert("RGB").resize(shape, Image.BILINEAR), dtype=np.float32)  # RGB 0..255
-        return preprocess_input(pixels)  # (h, w, 3) BGR, ImageNet mean removed ("caffe" mode)
+        return preprocess_pixels(pixels)  # (h, w, 3) BGR, ImageNet mean removed ("caffe" mode)
 
     def feature_maps(self, images: Sequence[Image.Image], size: str) -> list[np.ndarray]:
         """block5_conv4 of each image at `size`: (h/16, w/16, 512) each; same-shape inputs run batch_size at a time."""
@@ -73,7 +80,7 @@ class Embedder:
         return maps
 
     def describe(self, images: Sequence[Image.Image]) -> list[DescriptorSet]:
-        """Documents: raw multi-size R-MAC vector and all region descriptors of each image."""
+        """Documents: raw R-MAC vector (summed over DOCUMENT_SIZES) and all region descriptors of each image."""
         per_size = [[region_maxima(m, DOCUMENT_LEVELS) for m in self.feature_maps(images, size)]
                     for size in DOCUMENT_SIZES]
         described = []
@@ -92,48 +99,15 @@ class Embedder:
 
     def embed_query(self, image: Image.Image) -> np.ndarray:
         """The image's own document vector (so an indexed image finds itself at 1.0), then its region vectors at
-        every QUERY_SIZES size; unwhitened: (1 + R, 512), about 140 rows."""
+        every QUERY_SIZES size; unwhitened: (1 + R, 512), about 70 rows."""
         regions = [region_maxima(self.feature_maps([image], size)[0], QUERY_LEVELS) for size in QUERY_SIZES]
         return np.concatenate([self.describe([image])[0].raw[None], *regions])
 
     def _load(self):
         with self._lock:
             if self._forward is None:
-                self._model = load_vgg19(self.weights)
-                self._forward = _compiled(self._model)
+                self._forward = open_trunk(self.precision, weights=self.weights, int8_model=self.int8_model)
             return self._forward
-
-
-def load_vgg19(weights: str | None):
-    """VGG19 up to block5_conv4 (any input size), with ImageNet weights from a file or Keras' own cache/download.
-    Global max over block5_conv4 equals Keras' pooling="max" over block5_pool (max of maxima)."""
-    if weights:
-        if not os.path.isfile(weights):
-            raise WeightsError(f"IMGSEARCH_VGG19_WEIGHTS points at {weights!r}, which is not a file")
-        source = weights
-    else:
-        source = "imagenet"
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter, unless asked for
-    import keras
-
-    try:
-        base = keras.applications.VGG19(include_top=False, weights=source, input_shape=(None, None, 3))
-        return keras.Model(base.input, base.get_layer("block5_conv4").output)
-    except Exception as exc:  # Keras raises many kinds (HTTP, hash, HDF5 layout); all mean "no weights"
-        hint = "" if weights else (
-            f"; Keras could not fetch them, so download {WEIGHTS_FILE_NAME} and set IMGSEARCH_VGG19_WEIGHTS to its path")
-        raise WeightsError(f"could not load the VGG19 ImageNet weights from {source}: {exc}{hint}") from exc
-
-
-def _compiled(model):
-    """One traced graph for every batch and image size: far less per-call overhead than model.predict."""
-    import tensorflow as tf
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
-    def forward(batch):
-        return model(batch, training=False)  # (b, h/16, w/16, 512)
-
-    return lambda batch: forward(tf.constant(batch)).numpy()
 
 
 def region_boxes(h: int, w: int, levels: int) -> list[tuple[int, int, int, int]]:

@@ -31,7 +31,7 @@ class ImageSearch:
         if embedder is None:
             from .embedder import Embedder  # TensorFlow: loaded by the processes that embed, when they start
 
-            embedder = Embedder(settings.weights, batch_size=settings.batch_size)
+            embedder = Embedder.from_settings(settings)
         self.settings = settings
         self.embedder = embedder
         self.index = index or open_index(settings, model_id=embedder.model_id, dim=embedder.dim)

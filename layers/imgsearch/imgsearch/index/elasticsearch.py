@@ -152,7 +152,7 @@ class ElasticsearchIndex(IndexBackend):
     def search(self, request: SearchRequest) -> SearchPage:
         strategy = choose_strategy(request, knn_candidates=self.knn_candidates, vector_index=self.vector_index,
                                    has_painless=self.has_painless)
-        return search_page(self.client, self.index, request, strategy, dim=self.dim)
+        return search_page(self.client, self.index, request, strategy, dim=self.dim, candidates=self.knn_candidates)
 
     def has_painless(self) -> bool:
         if self._has_painless is None:
