@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from imgsearch.config import Settings
+from imgsearch.options import SearchOptions
 from imgsearch.pipeline import ImageSearch
 from imgsearch.storage import FolderStorage
 
@@ -31,16 +32,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--queries", type=int, default=30)
     args = parser.parse_args()
-    search = ImageSearch(Settings.from_env(data_dir=Path(tempfile.mkdtemp())))
-    search.index.ensure_index()
-    search.index_source(FolderStorage(DATASET / "Reference"))
+    service = ImageSearch.open(Settings.from_env(data_dir=Path(tempfile.mkdtemp())))
+    service.ingester.index_source(FolderStorage(DATASET / "Reference"))
+    service.upkeep.after_ingest()
+    search = service.searcher
     photos = [p.read_bytes() for p in sorted((DATASET / "E63").glob("*.jpg"))[: args.queries]]
-    search.search_image(photos[0], rerank=True)  # warm-up: model, OpenCV
+    search.search_image(photos[0], SearchOptions(rerank=True))  # warm-up: model, OpenCV
     timings = {False: [], True: []}
     for photo in photos:
         for rerank in (False, True):
             started = time.perf_counter()
-            search.search_image(photo, rerank=rerank)
+            search.search_image(photo, SearchOptions(rerank=rerank))
             timings[rerank].append((time.perf_counter() - started) * 1000)
     added = [on - off for off, on in zip(timings[False], timings[True])]
     print(json.dumps({
