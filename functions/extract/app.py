@@ -27,9 +27,10 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 
 def handler(event: dict, context=None) -> dict:
     records = event.get("Records") if isinstance(event, dict) else None
-    if records and records[0].get("eventSource") == "aws:sqs":
+    if isinstance(records, list) and records and isinstance(records[0], dict) \
+            and records[0].get("eventSource") == "aws:sqs":
         return process_partial_response(event=event, record_handler=_sqs_record, processor=processor, context=context)
-    # S3 -> Lambda, EventBridge and MinIO: transient errors propagate so the caller retries.
+    # S3 -> Lambda, EventBridge and MinIO: transient and operator errors propagate so the caller retries.
     outcomes, rejected = [], []
     for change in parse_notification(event):
         try:
@@ -40,6 +41,8 @@ def handler(event: dict, context=None) -> dict:
 
 
 def _sqs_record(record: SQSRecord) -> None:
+    """A PermanentError (the data's fault) parks the message; anything else (TransientError, OperatorError such
+    as a bad setting or missing weights) fails the record, so the queue retries it until the operator acts."""
     try:
         changes = parse_notification(record.body)
     except PermanentError as exc:

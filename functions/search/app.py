@@ -139,10 +139,11 @@ def content_by_query():
 
 def _content(ref: inputs.ImageRef) -> Response:
     """The bytes of an indexed image in a folder (browsers cannot open file:// URLs from an http page); for an
-    S3 bucket, a redirect to its presigned URL. Only indexed images: the bucket parameter opens no other file."""
+    S3 bucket, a redirect to its presigned URL. Only indexed images in an allowed bucket or folder: the bucket
+    parameter opens no other file, whatever the index says."""
     search = service.get()
+    storage = search.storages.get(ref.bucket)  # StorageNotAllowedError (404) unless the settings allow it
     document = search.searcher.document(ref.bucket, ref.key)  # NotFoundError unless indexed
-    storage = search.storages.get(ref.bucket)
     if not isinstance(storage, FolderStorage):
         return Response(body="", status_code=302, headers={"Location": storage.url(ref.key)})
     data = storage.read(ref.key, max_bytes=search.settings.max_image_bytes)
@@ -159,7 +160,8 @@ def stats():
 
 @route("/health", methods=["GET"])
 def health():
-    """200 when the index (and the configured bucket, if any) answer; 503 naming the part that is down."""
+    """200 when the index (and the configured bucket, if any) answer; 503 naming the part that is down. Public:
+    it says which part, never why (the log has the reason)."""
     try:
         search = service.get()
     except ConfigError:  # the operator's environment: a 500 like every other route's
@@ -170,8 +172,8 @@ def health():
         report = {"index": search.health()}
         if search.settings.bucket:
             report["storage"] = probes.storage_health(search.storages, search.settings.bucket)
-    down = [part for part, state in report.items() if not state.get("ok")]
-    return Response(body={"ok": not down, "down": down, **report}, status_code=503 if down else 200)
+    body = probes.public_report(report)
+    return Response(body=body, status_code=503 if body["down"] else 200)
 
 
 @route("/openapi.json", methods=["GET"])

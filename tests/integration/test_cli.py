@@ -36,6 +36,7 @@ def test_index_then_search_finds_each_copys_original(cli_env, seed_paths, tmp_pa
     for path in seed_paths:
         (folder / path.name).write_bytes(path.read_bytes())
     (folder / "readme.txt").write_text("not an image")
+    cli_env["IMGSEARCH_ALLOWED_BUCKETS"] = str(folder)  # `search`, another process, links the hits of this folder
     first = run("index", str(folder), "--json", env=cli_env)
     report = json.loads(first.stdout)
     assert report["indexed"] == len(seed_paths)

@@ -12,7 +12,7 @@ import re
 from chalice import Response
 
 from imgsearch.errors import (BadImageError, ConfigError, ImageTooLargeError, ImgSearchError, InvalidRequestError,
-                              NotFoundError, TransientError)
+                              NotFoundError, StorageNotAllowedError, TransientError)
 
 log = logging.getLogger("imgsearch.api")
 
@@ -47,12 +47,18 @@ ERROR_TABLE: tuple[tuple[type[BaseException], int, str], ...] = (
     (ImageTooLargeError, 413, "image_too_large"),
     (BadImageError, 415, "bad_image"),
     (NotFoundError, 404, "not_found"),
+    (StorageNotAllowedError, 404, "not_found"),  # a bucket or folder this API does not serve: as if absent
     (InvalidRequestError, 400, "bad_request"),  # the core's own check of request values (page, min_score, mode)
     (TransientError, 503, "unavailable"),  # the index or object store is down: retry later
     (ConfigError, 500, "server_misconfigured"),  # the operator's environment; or exact search without painless
     (ImgSearchError, 500, "internal_error"),  # e.g. WeightsError, IncompatibleIndexError: the operator must act
 )
 RETRY_AFTER_SECONDS = 5
+# 5xx answers say what kind of failure, and which settings to look at; never the exception's text (paths, hosts).
+SERVER_MESSAGES = {"unavailable": "the index or the object store is unreachable; retry in a few seconds",
+                   "server_misconfigured": "the server is misconfigured",
+                   "internal_error": "internal error"}
+_SETTING = re.compile(r"\b(?:IMGSEARCH|AWS)_[A-Z0-9_]+")
 _CHALICE_CODES = {"UnsupportedMediaType": "unsupported_media_type", "MethodNotAllowedError": "method_not_allowed",
                   "BadRequest": "bad_request", "InternalServerError": "internal_error"}
 
@@ -66,13 +72,25 @@ def status_of(exc: BaseException) -> tuple[int, str]:
 
 def error_response(exc: BaseException) -> Response:
     status, code = status_of(exc)
-    if isinstance(exc, (ApiError, ImgSearchError)):
-        message = str(exc)
-    else:  # a bug: log the traceback, tell the client nothing about our internals
-        log.error("unexpected error", exc_info=exc)
-        message = "internal error; the server log has the details"
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else {}
-    return Response(body={"message": message, "code": code}, status_code=status, headers=headers)
+    return Response(body={"message": public_message(exc, status, code), "code": code}, status_code=status,
+                    headers=headers)
+
+
+def public_message(exc: BaseException, status: int, code: str) -> str:
+    """What the client reads: a 4xx says what is wrong with its request; a 5xx only what kind of failure it is
+    and the settings it names (the log has the rest)."""
+    if isinstance(exc, StorageNotAllowedError):
+        return "no such image: this API serves no bucket or folder of that name"
+    if status < 500 and isinstance(exc, (ApiError, ImgSearchError)):
+        return str(exc)
+    if isinstance(exc, ImgSearchError):
+        log.error("%s: %s", code, exc)
+    else:  # a bug: log the traceback
+        log.error("unexpected error", exc_info=exc)
+    settings = sorted(set(_SETTING.findall(str(exc)))) if isinstance(exc, ImgSearchError) else []
+    named = f" ({', '.join(settings)})" if settings else ""
+    return f"{SERVER_MESSAGES.get(code, 'internal error')}{named}; the server log has the details"
 
 
 def reshape_chalice_error(response: Response) -> Response:

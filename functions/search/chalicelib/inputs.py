@@ -13,13 +13,13 @@ import math
 from dataclasses import dataclass, field
 from email import policy
 from email.parser import BytesParser
-from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import unquote
 
 from imgsearch.config import SEARCH_MODES, Settings
 from imgsearch.errors import ImageTooLargeError
 from imgsearch.options import DEFAULT_PAGE_SIZE, MAX_RESULT_WINDOW, SearchOptions
+from imgsearch.storage import canonical_bucket
 
 from .errors import BadRequest, UnsupportedMediaType
 
@@ -226,7 +226,9 @@ class ImageRef:
 
 def image_ref(request, settings: Settings, path_key: str | None = None) -> ImageRef:
     """Which indexed image a request names: the key from the path (percent-encoded, decoded once here) or from
-    ?key=, the bucket from ?bucket= or the configured default. Folder buckets are absolute paths."""
+    ?key=, the bucket from ?bucket= or the configured default, named as documents name it (canonical_bucket:
+    folders resolved; a name nothing can have is the core's InvalidRequestError, a 400). Whether the bucket may
+    be read at all is the core's decision (storages.py), not this function's."""
     params = query_params(request)
     key = unquote(path_key) if path_key is not None else params.get("key")
     if not key:
@@ -234,7 +236,4 @@ def image_ref(request, settings: Settings, path_key: str | None = None) -> Image
     bucket = (params.get("bucket") or settings.bucket or "").strip()
     if not bucket:
         raise BadRequest("say which bucket or folder the image is in: ?bucket= (no IMGSEARCH_BUCKET is set)")
-    bucket = bucket.removeprefix("s3://")
-    if bucket.startswith("/"):  # folders are indexed under their resolved absolute path
-        bucket = str(Path(bucket).resolve())
-    return ImageRef(bucket, key)
+    return ImageRef(canonical_bucket(bucket), key)

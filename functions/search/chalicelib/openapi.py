@@ -190,7 +190,9 @@ OPENAPI: dict = {
             "Hit": {"type": "object", "required": ["score", "key", "bucket", "url", "id"], "properties": {
                 "score": {"type": "number", "minimum": -1, "maximum": 1, "description": "cosine similarity"},
                 "key": {"type": "string"}, "bucket": {"type": "string"},
-                "url": {"type": "string", "description": "presigned https URL (S3) or file:// URL (folder)"},
+                "url": {"type": "string", "nullable": True,
+                        "description": "presigned https URL (S3) or file:// URL (folder); null when this API "
+                                       "does not serve the hit's bucket (IMGSEARCH_ALLOWED_BUCKETS)"},
                 "size": {"type": "integer", "nullable": True}, "width": {"type": "integer", "nullable": True},
                 "height": {"type": "integer", "nullable": True},
                 "content_type": {"type": "string", "nullable": True}, "id": {"type": "string"},

@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("similar", help="images like one already indexed")
     p.add_argument("key")
-    p.add_argument("--bucket", help="bucket or folder of the key [IMGSEARCH_BUCKET]")
+    p.add_argument("--bucket", help="bucket or folder of the key (read for this run) [IMGSEARCH_BUCKET]")
     _search_options(p)
     p.set_defaults(run=cmd_similar)
 
@@ -70,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_refit)
 
     p = commands.add_parser("serve", help="serve the search API and web page on this machine")
+    p.add_argument("--bucket", help="the default bucket or folder, served with IMGSEARCH_ALLOWED_BUCKETS "
+                                    "[IMGSEARCH_BUCKET]")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.set_defaults(run=cmd_serve)
@@ -162,14 +164,24 @@ def cmd_search(args, settings: Settings) -> int:
 
 
 def cmd_similar(args, settings: Settings) -> int:
-    bucket = args.bucket or settings.bucket
+    from .storage import canonical_bucket
+
+    bucket = _bucket_arg(args.bucket) or settings.bucket
     if not bucket:
         raise ImgSearchError("say which bucket or folder the key is in: --bucket or IMGSEARCH_BUCKET")
-    if not bucket.startswith("s3://") and Path(bucket).is_dir():
-        bucket = str(Path(bucket).resolve())
-    results = _service(settings).searcher.similar_to(bucket.removeprefix("s3://"), args.key, _options(args))
+    search = _service(settings)
+    if args.bucket:  # named by the operator on the command line: allowed for this run
+        search.storages.allow(bucket)
+    results = search.searcher.similar_to(canonical_bucket(bucket), args.key, _options(args))
     _print_results(results, args.json)
     return 0
+
+
+def _bucket_arg(value: str | None) -> str | None:
+    """A --bucket argument: an existing folder (relative paths too) as its absolute path, else a bucket name."""
+    if value and not value.startswith("s3://") and Path(value).is_dir():
+        return str(Path(value).resolve())
+    return value
 
 
 def _options(args):
@@ -187,7 +199,7 @@ def _print_results(results, as_json: bool) -> None:
     print(f"{results.total} hits (page {results.page}, {results.took_ms:.0f} ms)")
     for rank, hit in enumerate(results.hits, start=first + 1):
         verified = f"  verified ({hit.inliers} inliers)" if hit.verified else ""
-        print(f"{rank:>4}  {hit.score:.4f}  {hit.key}  {hit.url}{verified}")
+        print(f"{rank:>4}  {hit.score:.4f}  {hit.key}  {hit.url or '(bucket not served)'}{verified}")
 
 
 def cmd_stats(args, settings: Settings) -> int:
@@ -208,7 +220,7 @@ def cmd_serve(args, settings: Settings) -> int:
     from .local import load_function
 
     module = load_function("search", settings.functions_dir)
-    service.use(_service(settings))
+    service.use(_service(settings.replace(bucket=_bucket_arg(args.bucket))))  # served besides the allowlist
     server = LocalDevServer(module.app, Config.create(), args.host, args.port)
     print(f"serving the search API and page on http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
     server.server.serve_forever()

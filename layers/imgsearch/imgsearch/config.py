@@ -7,12 +7,14 @@ pass the object down; nothing else in the library reads the environment.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from .errors import ConfigError
+from .errors import ConfigError, InvalidRequestError
+from .storage import canonical_bucket
 
 BACKENDS = ("embedded", "elasticsearch")
 SEARCH_MODES = ("exact", "knn")
@@ -33,9 +35,9 @@ class Settings:
     backend: str = "embedded"
     es_urls: tuple[str, ...] = ("http://127.0.0.1:9200",)
     es_index: str = DEFAULT_INDEX
-    es_api_key: str | None = None
+    es_api_key: str | None = field(default=None, repr=False)
     es_username: str | None = None
-    es_password: str | None = None
+    es_password: str | None = field(default=None, repr=False)
     es_ca_file: str | None = None
     es_verify_certs: bool = True
     es_timeout: float = 30.0
@@ -48,7 +50,10 @@ class Settings:
     batch_size: int = 8
     url_expires: int = 3600
     bucket: str | None = None
-    api_key: str | None = None
+    allowed_buckets: tuple[str, ...] = ()  # buckets and absolute folder paths we may read, besides `bucket`
+    in_lambda: bool = False  # AWS_LAMBDA_FUNCTION_NAME is set: folders are never storages there
+    api_key: str | None = field(default=None, repr=False)
+    webhook_token: str | None = field(default=None, repr=False)  # `imgsearch webhook`: MinIO's bearer token
     max_page_size: int = 100
     rerank: bool = True
     rerank_depth: int = 40
@@ -80,7 +85,10 @@ class Settings:
         "batch_size": "IMGSEARCH_BATCH_SIZE",
         "url_expires": "IMGSEARCH_URL_EXPIRES",
         "bucket": "IMGSEARCH_BUCKET",
+        "allowed_buckets": "IMGSEARCH_ALLOWED_BUCKETS",
+        "in_lambda": "AWS_LAMBDA_FUNCTION_NAME",
         "api_key": "IMGSEARCH_API_KEY",
+        "webhook_token": "IMGSEARCH_WEBHOOK_TOKEN",
         "max_page_size": "IMGSEARCH_MAX_PAGE_SIZE",
         "rerank": "IMGSEARCH_RERANK",
         "rerank_depth": "IMGSEARCH_RERANK_DEPTH",
@@ -119,7 +127,23 @@ class Settings:
         """IMGSEARCH_PRECISION, else int8 wherever the int8 model was built (IMGSEARCH_INT8_MODEL), else fp32."""
         return self.precision or ("int8" if self.int8_model else "fp32")
 
+    @functools.cached_property
+    def storage_allowlist(self) -> frozenset[str]:
+        """Every bucket and folder this deployment may read: IMGSEARCH_ALLOWED_BUCKETS and IMGSEARCH_BUCKET,
+        as storages.Storages compares them (folders resolved). Nothing else, whatever an event or a request
+        names; the CLI adds what its operator names on the command line."""
+        named = [("IMGSEARCH_ALLOWED_BUCKETS", entry) for entry in self.allowed_buckets]
+        named += [("IMGSEARCH_BUCKET", self.bucket)] if self.bucket else []
+        allowed = set()
+        for env_name, entry in named:
+            try:
+                allowed.add(canonical_bucket(entry))
+            except InvalidRequestError as exc:
+                raise ConfigError(f"{env_name}: {exc}") from None
+        return frozenset(allowed)
+
     def validate(self) -> None:
+        self.storage_allowlist  # noqa: B018  (checks the names)
         _choice("IMGSEARCH_BACKEND", self.backend, BACKENDS)
         if self.precision is not None:
             _choice("IMGSEARCH_PRECISION", self.precision, PRECISIONS)
@@ -148,6 +172,10 @@ def _parse(field_name: str, env_name: str, raw: str):
         if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
             raise ConfigError(f"{env_name} must be true or false, got {raw!r}")
         return raw.lower() in ("1", "true", "yes")
+    if field_name == "in_lambda":
+        return True
+    if field_name == "allowed_buckets":
+        return tuple(os.path.expanduser(entry.strip()) for entry in raw.split(",") if entry.strip())
     if field_name == "es_urls":
         return tuple(u.strip().rstrip("/") for u in raw.split(",") if u.strip())
     if field_name in ("data_dir", "functions_dir", "int8_model"):

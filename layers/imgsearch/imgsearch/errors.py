@@ -1,7 +1,9 @@
 """Every error the core raises, by what happened.
 
-Adapters decide from the class alone: a PermanentError is recorded and never retried (a bad image stays
-bad), a TransientError is retried (the backend may be back in a minute).
+Adapters decide from the class alone, by who can fix it: a PermanentError is the data's fault, recorded and never
+retried (a bad image stays bad); a TransientError is retried (the backend may be back in a minute); an
+OperatorError is the deployment's fault (a setting, the weights, the index's model): event adapters retry it, so
+the queue's alarms call the operator and no upload is dead-lettered for a mistake only the operator can fix.
 """
 
 
@@ -17,12 +19,20 @@ class TransientError(ImgSearchError):
     """Something we depend on is down or overloaded: retry later."""
 
 
-class ConfigError(PermanentError):
+class OperatorError(ImgSearchError):
+    """The deployment is wrong: only the operator can fix it. Retried (and alarmed), never dead-lettered."""
+
+
+class ConfigError(OperatorError):
     """A setting is missing or has a value we cannot use."""
 
 
 class InvalidRequestError(PermanentError):
     """A request's own values are wrong (page 0, min_score 2): the caller's fault, not the operator's."""
+
+
+class StorageNotAllowedError(PermanentError):
+    """The bucket or folder is not one this deployment reads (IMGSEARCH_ALLOWED_BUCKETS), whoever named it."""
 
 
 class BadImageError(PermanentError):
@@ -33,7 +43,7 @@ class ImageTooLargeError(BadImageError):
     """The image is over the byte or pixel limit (a guard against decompression bombs)."""
 
 
-class WeightsError(PermanentError):
+class WeightsError(OperatorError):
     """The model weights cannot be loaded; we never fall back to random weights."""
 
 
@@ -41,7 +51,7 @@ class NotFoundError(ImgSearchError):
     """The object or document does not exist."""
 
 
-class IncompatibleIndexError(PermanentError):
+class IncompatibleIndexError(OperatorError):
     """The index exists with another vector size or model: refusing to mix vectors."""
 
 

@@ -14,9 +14,12 @@ from urllib.parse import unquote_plus
 
 from .errors import PermanentError
 
+MAX_RECORDS = 100  # object changes per message: more could time out the whole batch it came in
+MAX_NESTING = 4  # envelopes inside envelopes (SQS > SNS > S3 needs 3)
+
 
 class UnrecognisedEventError(PermanentError):
-    """The payload is not an object-change event we know."""
+    """The payload is not an object-change event we know (or is malformed, or too big): retrying cannot help."""
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,20 @@ class ObjectChange:
 
 
 def parse_notification(payload: Any) -> list[ObjectChange]:
-    """One notification (a dict or its JSON text) -> the object changes it reports; [] for test events."""
+    """One notification (a dict or its JSON text) -> the object changes it reports; [] for test events.
+    Anything else, malformed or with more than MAX_RECORDS changes, is an UnrecognisedEventError with a reason."""
+    try:
+        changes = _parse(payload, depth=0)
+    except (AttributeError, TypeError, KeyError, ValueError) as exc:  # a shape we did not expect, anywhere
+        raise UnrecognisedEventError(f"malformed event ({type(exc).__name__}: {str(exc)[:200]})") from None
+    if len(changes) > MAX_RECORDS:
+        raise UnrecognisedEventError(f"{len(changes)} object changes in one message; at most {MAX_RECORDS}")
+    return changes
+
+
+def _parse(payload: Any, depth: int) -> list[ObjectChange]:
+    if depth > MAX_NESTING:
+        raise UnrecognisedEventError(f"envelopes nested more than {MAX_NESTING} deep")
     if isinstance(payload, (str, bytes)):
         try:
             payload = json.loads(payload)
@@ -47,20 +63,22 @@ def parse_notification(payload: Any) -> list[ObjectChange]:
     if payload.get("Event") == "s3:TestEvent":  # sent once when a notification is configured
         return []
     if payload.get("Type") == "Notification" and "Message" in payload:  # S3 -> SNS -> SQS
-        return parse_notification(payload["Message"])
+        return _parse(payload["Message"], depth + 1)
     if payload.get("source") == "aws.s3" and "detail" in payload:
         return [_from_eventbridge(payload)]
     records = payload.get("Records")
     if isinstance(records, list):
+        if len(records) > MAX_RECORDS:
+            raise UnrecognisedEventError(f"{len(records)} records in one message; at most {MAX_RECORDS}")
         changes = []
         for record in records:
             source = record.get("eventSource") or record.get("EventSource")
             if source in ("aws:s3", "minio:s3"):
                 changes.append(_from_s3_record(record))
             elif source == "aws:sqs":
-                changes.extend(parse_notification(record.get("body")))
+                changes.extend(_parse(record.get("body"), depth + 1))
             elif source == "aws:sns":
-                changes.extend(parse_notification(record["Sns"]["Message"]))
+                changes.extend(_parse(record["Sns"]["Message"], depth + 1))
             else:
                 raise UnrecognisedEventError(f"record from unknown source {source!r}")
         return changes
@@ -75,6 +93,7 @@ def _from_s3_record(record: dict) -> ObjectChange:
         raw_key = obj["key"]
     except (KeyError, TypeError):
         raise UnrecognisedEventError("S3 record without s3.bucket.name / s3.object.key") from None
+    _check_names(bucket, raw_key)
     return ObjectChange(
         bucket=bucket,
         # S3, MinIO, LocalStack and moto all encode keys form-style ("a b" -> "a+b", "é" -> "%C3%A9").
@@ -96,6 +115,7 @@ def _from_eventbridge(event: dict) -> ObjectChange:
         key = obj["key"]
     except (KeyError, TypeError):
         raise UnrecognisedEventError("EventBridge S3 event without detail.bucket.name / detail.object.key") from None
+    _check_names(bucket, key)
     return ObjectChange(
         bucket=bucket,
         key=key,  # EventBridge carries keys as they are, not form-encoded
@@ -106,6 +126,11 @@ def _from_eventbridge(event: dict) -> ObjectChange:
         sequencer=obj.get("sequencer"),
         event_time=event.get("time"),
     )
+
+
+def _check_names(bucket: Any, key: Any) -> None:
+    if not (isinstance(bucket, str) and bucket and isinstance(key, str) and key):
+        raise UnrecognisedEventError("the bucket name and the key must be non-empty strings")
 
 
 def _strip_prefix(name: str) -> str:

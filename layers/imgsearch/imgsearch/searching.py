@@ -19,6 +19,7 @@ from .errors import NotFoundError
 from .images import decode_image
 from .index import ImageDocument, IndexBackend, ScoredDocument, SearchRequest, doc_id
 from .options import SearchOptions
+from .storage import check_key
 from .storages import Storages
 from .upkeep import CurrentWhitening
 
@@ -31,7 +32,7 @@ class Hit:
     score: float  # cosine similarity, rounded to 6 places
     key: str
     bucket: str
-    url: str
+    url: str | None  # None when this process does not serve the hit's bucket (not in its allowlist)
     size: int | None
     width: int | None
     height: int | None
@@ -81,7 +82,7 @@ class Searcher:
                             query_features=lambda: local_features.decode(document.local_features))
 
     def document(self, bucket: str, key: str) -> ImageDocument:
-        document = self.index.get(doc_id(bucket, key))
+        document = self.index.get(doc_id(bucket, check_key(key)))
         if document is None:
             raise NotFoundError(f"{key!r} is not indexed in bucket {bucket!r}")
         return document
@@ -123,6 +124,7 @@ class Searcher:
 
     def _hit(self, hit: ScoredDocument, inliers: int | None = None, verified: bool | None = None) -> Hit:
         doc = hit.document
-        return Hit(score=round(hit.score, 6), key=doc.key, bucket=doc.bucket,
-                   url=self.storages.url(doc.bucket, doc.key), size=doc.size, width=doc.width, height=doc.height, content_type=doc.content_type, id=doc.doc_id,
+        url = self.storages.url(doc.bucket, doc.key) if self.storages.allows(doc.bucket) else None
+        return Hit(score=round(hit.score, 6), key=doc.key, bucket=doc.bucket, url=url, size=doc.size,
+                   width=doc.width, height=doc.height, content_type=doc.content_type, id=doc.doc_id,
                    inliers=inliers, verified=verified)

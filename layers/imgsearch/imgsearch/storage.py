@@ -5,9 +5,12 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import mimetypes
 import os
+import re
+import stat as stat_mode
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -15,7 +18,33 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import quote
 
-from .errors import BackendUnavailableError, ImageTooLargeError, NotFoundError, PermanentError
+from .errors import BackendUnavailableError, ImageTooLargeError, InvalidRequestError, NotFoundError, PermanentError
+
+MAX_KEY_BYTES = 1024  # S3's limit on a key, in UTF-8 bytes
+_BUCKET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}")  # S3's rules, loosely (old buckets allow more)
+_ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG, errno.ELOOP)  # no such regular file can be there
+
+
+def canonical_bucket(name: str) -> str:
+    """A bucket or folder as documents and the allowlist name it: 's3://' dropped, a folder as its resolved
+    absolute path. InvalidRequestError for what no bucket or folder can be called."""
+    if "\x00" in name:
+        raise InvalidRequestError("a bucket or folder name cannot contain a NUL character")
+    name = name.strip()
+    if name.startswith("/"):
+        return os.path.realpath(name)
+    bucket = name.removeprefix("s3://").rstrip("/")
+    if not _BUCKET_NAME.fullmatch(bucket):
+        raise InvalidRequestError(f"{name[:100]!r} is neither a bucket name nor an absolute folder path")
+    return bucket
+
+
+def check_key(key: str) -> str:
+    """A key S3 could store: 1 to 1024 bytes of UTF-8, no NUL (nor can a file name hold one)."""
+    if not key or "\x00" in key or len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise InvalidRequestError(f"a key must be 1 to {MAX_KEY_BYTES} bytes of UTF-8 without NUL characters")
+    return key
+
 
 @dataclass(frozen=True)
 class StoredObject:
@@ -63,18 +92,22 @@ class FolderStorage(Storage):
         self.bucket = str(self.root)
 
     def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
+        path = Path(os.path.realpath(self.root / check_key(key)))  # symlinks followed: they must stay inside
         if self.root not in path.parents:
-            raise NotFoundError(f"key {key!r} is outside {self.root}")
+            raise NotFoundError(f"key {key!r} is outside the folder")
         return path
 
     def head(self, key: str) -> StoredObject | None:
-        path = self._path(key)
         try:
+            path = self._path(key)
             stat = path.stat()
-        except (FileNotFoundError, NotADirectoryError):
+        except NotFoundError:  # outside the folder: no such object in it
             return None
-        if not path.is_file():
+        except OSError as exc:
+            if exc.errno in _ABSENT:
+                return None
+            raise
+        if not stat_mode.S_ISREG(stat.st_mode):  # devices, FIFOs, folders are no images
             return None
         return self._object(key, path, stat)
 
@@ -85,14 +118,26 @@ class FolderStorage(Storage):
         return StoredObject(self.bucket, key, stat.st_size, marker, modified, mimetypes.guess_type(path.name)[0])
 
     def read(self, key: str, *, max_bytes: int) -> bytes:
+        """Only a regular file, and at most max_bytes + 1 bytes of it, whatever size it reports."""
         path = self._path(key)
         try:
-            size = path.stat().st_size
-            if size > max_bytes:
-                raise ImageTooLargeError(f"file is {size} bytes; the limit is {max_bytes} bytes")
-            return path.read_bytes()
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            raise NotFoundError(f"no file {key!r} in {self.root}") from None
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # NONBLOCK: a FIFO must not hang us
+        except OSError as exc:
+            if exc.errno in _ABSENT:
+                raise NotFoundError(f"no file {key!r} in the folder") from None
+            raise
+        with os.fdopen(fd, "rb") as file:
+            stat = os.fstat(file.fileno())
+            if not stat_mode.S_ISREG(stat.st_mode):
+                raise NotFoundError(f"{key!r} is not a regular file")
+            if stat.st_size > max_bytes:
+                raise ImageTooLargeError(f"file is {stat.st_size} bytes; the limit is {max_bytes} bytes")
+            data = file.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise ImageTooLargeError(f"file is over the limit of {max_bytes} bytes")
+        if len(data) != stat.st_size:  # e.g. /proc files: "0 bytes", then any amount
+            raise NotFoundError(f"{key!r} is not a file of a fixed size")
+        return data
 
     def list(self, prefix: str = "") -> Iterator[StoredObject]:
         for path in sorted(self.root.rglob("*")):
@@ -126,7 +171,7 @@ class S3Storage(Storage):
         from botocore.exceptions import ClientError
 
         try:
-            response = self._call(self.client.head_object, Bucket=self.bucket, Key=key)
+            response = self._call(self.client.head_object, Bucket=self.bucket, Key=check_key(key))
         except ClientError as exc:
             if _status(exc) == 404:
                 return None
@@ -138,13 +183,17 @@ class S3Storage(Storage):
         from botocore.exceptions import ClientError
 
         try:
-            response = self._call(self.client.get_object, Bucket=self.bucket, Key=key)
+            response = self._call(self.client.get_object, Bucket=self.bucket, Key=check_key(key))
             if response["ContentLength"] > max_bytes:
                 response["Body"].close()
                 raise ImageTooLargeError(f"object is {response['ContentLength']} bytes; the limit is {max_bytes} bytes")
-            return response["Body"].read()
+            data = response["Body"].read(max_bytes + 1)
+            response["Body"].close()
         except ClientError as exc:
             raise _translate(exc, self.bucket, key) from exc
+        if len(data) > max_bytes:
+            raise ImageTooLargeError(f"object is over the limit of {max_bytes} bytes")
+        return data
 
     def list(self, prefix: str = "") -> Iterator[StoredObject]:
         from botocore.exceptions import ClientError
@@ -168,11 +217,11 @@ class S3Storage(Storage):
 
     def url(self, key: str) -> str:
         return self.client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.url_expires)
+            "get_object", Params={"Bucket": self.bucket, "Key": check_key(key)}, ExpiresIn=self.url_expires)
 
     def put(self, key: str, data: bytes, content_type: str | None = None) -> StoredObject:
         extra = {"ContentType": content_type} if content_type else {}
-        self._call(self.client.put_object, Bucket=self.bucket, Key=key, Body=data, **extra)
+        self._call(self.client.put_object, Bucket=self.bucket, Key=check_key(key), Body=data, **extra)
         return self.head(key)
 
     def _call(self, method, **kwargs):
