@@ -6,7 +6,8 @@ the ingest path for it (SQS worker or MinIO webhook receiver) and the search API
     status                                    what runs where
 
 State lives in IMGSEARCH_LOCAL_DIR (default .cache/local): pids/, logs/, and each store's data.
-up's last lines are KEY=VALUE lines for `eval`.
+up's last lines are KEY=VALUE lines for `eval` (with MinIO: the webhook's token, shared with MinIO, kept in
+IMGSEARCH_LOCAL_DIR/webhook-token).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -163,15 +165,15 @@ def up(store: str, fresh: bool) -> dict:
     else:
         endpoint = f"http://127.0.0.1:{PORTS['minio']}"
         env.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID=MINIO_USER, AWS_SECRET_ACCESS_KEY=MINIO_PASSWORD)
-        webhook = f"http://127.0.0.1:{PORTS['webhook']}"
-        spawn("webhook", [str(VENV_BIN / "imgsearch"), "webhook", "--port", str(PORTS["webhook"])], env,
-              f"{webhook}/", timeout=180)
+        webhook, token = f"http://127.0.0.1:{PORTS['webhook']}", webhook_token()
+        spawn("webhook", [str(VENV_BIN / "imgsearch"), "webhook", "--port", str(PORTS["webhook"])],
+              {**env, "IMGSEARCH_WEBHOOK_TOKEN": token}, f"{webhook}/", timeout=180)
         spawn("minio", [str(install_minio()), "server", str(STATE / "data" / "minio"),
                         "--address", f"127.0.0.1:{PORTS['minio']}",
                         "--console-address", f"127.0.0.1:{PORTS['minio-console']}"],
               {"MINIO_ROOT_USER": MINIO_USER, "MINIO_ROOT_PASSWORD": MINIO_PASSWORD,
                "MINIO_NOTIFY_WEBHOOK_ENABLE_IMGSEARCH": "on", "MINIO_NOTIFY_WEBHOOK_ENDPOINT_IMGSEARCH": f"{webhook}/",
-               "MINIO_BROWSER": "off"},
+               "MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_IMGSEARCH": token, "MINIO_BROWSER": "off"},
               f"{endpoint}/minio/health/live", timeout=120)
         setup_resources({**env, "IMGSEARCH_NOTIFY_ARN": "arn:minio:sqs::IMGSEARCH:webhook"})
         env["IMGSEARCH_WEBHOOK_URL"] = webhook
@@ -182,7 +184,18 @@ def up(store: str, fresh: bool) -> dict:
     return {"IMGSEARCH_API_URL": api, "IMGSEARCH_ES_URL": es_url, "AWS_ENDPOINT_URL": env["AWS_ENDPOINT_URL"],
             "AWS_ACCESS_KEY_ID": env["AWS_ACCESS_KEY_ID"], "AWS_SECRET_ACCESS_KEY": env["AWS_SECRET_ACCESS_KEY"],
             "AWS_DEFAULT_REGION": "us-east-1", "IMGSEARCH_BUCKET": BUCKET, "IMGSEARCH_ES_INDEX": ES_INDEX,
-            **{k: v for k, v in env.items() if k in ("IMGSEARCH_DEAD_LETTER_QUEUE_URL", "IMGSEARCH_WEBHOOK_URL")}}
+            **{k: v for k, v in env.items() if k in ("IMGSEARCH_DEAD_LETTER_QUEUE_URL", "IMGSEARCH_WEBHOOK_URL")},
+            **({"IMGSEARCH_WEBHOOK_TOKEN": webhook_token()} if store == "minio" else {})}
+
+
+def webhook_token() -> str:
+    """The webhook's bearer token, shared with MinIO: made once per state folder, so a restart keeps it."""
+    path = STATE / "webhook-token"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32))
+    return path.read_text().strip()
 
 
 def setup_resources(env: dict) -> dict:

@@ -103,7 +103,8 @@ def test_the_whole_scenario(stack, seed_paths):
 def rejections(stack) -> list[dict]:
     """LocalStack: the dead-letter queue (with the reason as an attribute); MinIO: the webhook's failure log."""
     if stack["store"] == "minio":
-        return requests.get(stack["IMGSEARCH_WEBHOOK_URL"] + "/failures", timeout=10).json()["failures"]
+        return requests.get(stack["IMGSEARCH_WEBHOOK_URL"] + "/failures", timeout=10,
+                            headers={"Authorization": f"Bearer {stack['IMGSEARCH_WEBHOOK_TOKEN']}"}).json()["failures"]
     sqs = boto3.client("sqs", endpoint_url=stack["AWS_ENDPOINT_URL"], aws_access_key_id="test",
                        aws_secret_access_key="test", region_name="us-east-1")
     messages = sqs.receive_message(QueueUrl=stack["IMGSEARCH_DEAD_LETTER_QUEUE_URL"], MaxNumberOfMessages=10,

@@ -85,7 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     p = commands.add_parser("webhook", help="receive MinIO webhook notifications and feed the extract handler")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8900)
-    p.add_argument("--auth-token", help="expected bearer token (MinIO's auth_token)")
+    p.add_argument("--auth-token", help="expected bearer token, MinIO's auth_token (required; prefer the variable, "
+                                        "which `ps` does not show) [IMGSEARCH_WEBHOOK_TOKEN]")
     p.set_defaults(run=cmd_webhook)
 
     p = commands.add_parser("eval", help="retrieval quality on a dataset with groundtruth.csv")
@@ -247,9 +248,10 @@ def cmd_webhook(args, settings: Settings) -> int:
     from .local import FailureLog, load_function, make_webhook_server
 
     extract = load_function("extract", settings.functions_dir)
-    service.use(_service(settings))
     failures = FailureLog(settings.data_dir / "failures.jsonl")
-    server = make_webhook_server(args.host, args.port, extract.handler, failures, args.auth_token)
+    server = make_webhook_server(args.host, args.port, extract.handler, failures,  # no token: refused at once
+                                 args.auth_token or settings.webhook_token)
+    service.use(_service(settings))  # the model loads while requests wait in the socket's backlog
     print(f"webhook listening on http://{args.host}:{args.port}/ (failures: GET /failures)", flush=True)
     server.serve_forever()
     return 0

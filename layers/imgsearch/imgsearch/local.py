@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import hmac
 import importlib.util
 import json
 import logging
@@ -19,9 +20,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
 
-from .errors import ConfigError, PermanentError, TransientError
+from .errors import ConfigError, OperatorError, PermanentError, TransientError
 
 log = logging.getLogger("imgsearch.local")
+MAX_WEBHOOK_BODY = 1 << 20  # one MinIO event is a few KB
 
 
 def load_function(name: str, functions_dir: Path | None = None):
@@ -129,8 +131,14 @@ class FailureLog:
 
 
 def make_webhook_server(host: str, port: int, handler: Callable[[dict, object], dict], failures: FailureLog,
-                        auth_token: str | None = None) -> ThreadingHTTPServer:
-    """POST /  (MinIO's webhook target) -> handler; GET /failures lists rejected objects."""
+                        auth_token: str | None) -> ThreadingHTTPServer:
+    """POST /  (MinIO's webhook target) -> handler; GET /failures lists rejected objects. Both need the token
+    (MinIO sends it as `Authorization: Bearer TOKEN`); POST takes only JSON bodies of at most MAX_WEBHOOK_BODY
+    bytes, so a web page cannot post to it cross-site and no body is read before its size is known."""
+    if not auth_token:
+        raise ConfigError("the webhook needs a token: IMGSEARCH_WEBHOOK_TOKEN or --auth-token, the same as MinIO's "
+                          "MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_<ID>")
+    expected = auth_token.removeprefix("Bearer ").encode()
 
     class Webhook(BaseHTTPRequestHandler):
         def _reply(self, status: int, body: dict) -> None:
@@ -141,34 +149,55 @@ def make_webhook_server(host: str, port: int, handler: Callable[[dict, object], 
             self.end_headers()
             self.wfile.write(data)
 
+        def _refuse(self, status: int, message: str) -> None:
+            self.close_connection = True  # the body, if any, is left unread
+            self._reply(status, {"message": message})
+
+        def _authorised(self) -> bool:
+            given = self.headers.get("Authorization", "").removeprefix("Bearer ").encode()
+            return hmac.compare_digest(given, expected)
+
         def do_GET(self):  # MinIO probes the target; /failures is for people and tests
-            if self.path.rstrip("/") == "/failures":
-                self._reply(200, {"failures": failures.read()})
-            else:
-                self._reply(200, {"ok": True})
+            if self.path.rstrip("/") != "/failures":
+                return self._reply(200, {"ok": True})
+            if not self._authorised():
+                return self._refuse(401, "missing or wrong Authorization token")
+            self._reply(200, {"failures": failures.read()})
 
         def do_HEAD(self):
             self.send_response(200)
             self.end_headers()
 
         def do_POST(self):
-            if auth_token and self.headers.get("Authorization", "").removeprefix("Bearer ") != auth_token:
-                return self._reply(401, {"message": "missing or wrong Authorization token"})
-            length = int(self.headers.get("Content-Length") or 0)
+            if not self._authorised():
+                return self._refuse(401, "missing or wrong Authorization token")
+            if self.headers.get_content_type() != "application/json" or "Content-Type" not in self.headers:
+                return self._refuse(415, "the body must be Content-Type: application/json")
+            declared = self.headers.get("Content-Length")
+            if declared is None:
+                return self._refuse(411, "Content-Length is required")
+            if not declared.strip().isdigit():
+                return self._refuse(400, "Content-Length must be a whole number of bytes")
+            if int(declared) > MAX_WEBHOOK_BODY:
+                return self._refuse(413, f"the body is over {MAX_WEBHOOK_BODY} bytes")
             try:
-                event = json.loads(self.rfile.read(length) or b"{}")
+                event = json.loads(self.rfile.read(int(declared)) or b"{}")
             except ValueError:
                 return self._reply(400, {"message": "body is not JSON"})
             try:
                 result = handler(event, LocalContext("extract"))
             except PermanentError as exc:  # e.g. not an object-change event: record it, never retry
-                failures.add([{"reason": str(exc), "event": event.get("EventName"), "key": event.get("Key")}])
+                where = event if isinstance(event, dict) else {}
+                failures.add([{"reason": str(exc), "event": where.get("EventName"), "key": where.get("Key")}])
                 return self._reply(200, {"rejected": str(exc)})
             except TransientError as exc:  # MinIO retries undelivered events
                 return self._reply(503, {"message": str(exc)})
-            except Exception as exc:
+            except OperatorError:  # a setting, the weights, the index: retried until the operator fixes it
+                log.exception("webhook: the service is misconfigured")
+                return self._reply(503, {"message": "the service is misconfigured; its log has the details"})
+            except Exception:
                 log.exception("webhook handler failed")
-                return self._reply(500, {"message": f"internal error: {exc}"})
+                return self._reply(500, {"message": "internal error; the webhook's log has the details"})
             failures.add(result.get("rejected", []))
             self._reply(200, result)
 
