@@ -208,7 +208,7 @@ def test_keys_with_slashes_spaces_and_percent(api, tmp_path, search_module, seed
 def test_stats(api, seed_paths):
     response = requests.get(f"{api}/stats", timeout=TIMEOUT)
     assert response.status_code == 200
-    assert response.json() == {"documents": len(seed_paths), "model_id": "vgg19-rmac-sq224+320-pcaw",
+    assert response.json() == {"documents": len(seed_paths), "model_id": "vgg19-rmac-sq224-pcaw",
                                "backend": "embedded", "whitening": "none"}  # too few images to fit one yet
 
 
