@@ -178,6 +178,8 @@ def test_outage_is_a_transient_error_and_loses_nothing(private_server):
         index.search(SearchRequest(vector=vectors[0], mode="knn"))
     assert index.health()["ok"] is False
     control("start")
+    # A restarted node answers before its shards are back (503 meanwhile, a transient error callers retry).
+    requests.get(f"{url}/_cluster/health/outage", params={"wait_for_status": "yellow", "timeout": "60s"}, timeout=70)
     assert index.count() == 20
     assert index.search(SearchRequest(vector=vectors[0], mode="knn")).hits[0].key == "00000.jpg"
 
