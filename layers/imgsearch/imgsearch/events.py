@@ -86,14 +86,7 @@ def _parse(payload: Any, depth: int) -> list[ObjectChange]:
 
 
 def _from_s3_record(record: dict) -> ObjectChange:
-    try:
-        s3 = record["s3"]
-        bucket = s3["bucket"]["name"]
-        obj = s3["object"]
-        raw_key = obj["key"]
-    except (KeyError, TypeError):
-        raise UnrecognisedEventError("S3 record without s3.bucket.name / s3.object.key") from None
-    _check_names(bucket, raw_key)
+    bucket, obj, raw_key = _bucket_and_object(record.get("s3"), "S3 record", "s3.")
     return ObjectChange(
         bucket=bucket,
         # S3, MinIO, LocalStack and moto all encode keys form-style ("a b" -> "a+b", "é" -> "%C3%A9").
@@ -108,14 +101,7 @@ def _from_s3_record(record: dict) -> ObjectChange:
 
 
 def _from_eventbridge(event: dict) -> ObjectChange:
-    detail = event["detail"]
-    try:
-        bucket = detail["bucket"]["name"]
-        obj = detail["object"]
-        key = obj["key"]
-    except (KeyError, TypeError):
-        raise UnrecognisedEventError("EventBridge S3 event without detail.bucket.name / detail.object.key") from None
-    _check_names(bucket, key)
+    bucket, obj, key = _bucket_and_object(event.get("detail"), "EventBridge S3 event", "detail.")
     return ObjectChange(
         bucket=bucket,
         key=key,  # EventBridge carries keys as they are, not form-encoded
@@ -126,6 +112,18 @@ def _from_eventbridge(event: dict) -> ObjectChange:
         sequencer=obj.get("sequencer"),
         event_time=event.get("time"),
     )
+
+
+def _bucket_and_object(where: Any, shape: str, path: str) -> tuple[str, dict, str]:
+    """(bucket name, object, raw key) from {"bucket": {"name"}, "object": {"key"}}, the shape S3 records and
+    EventBridge details share."""
+    try:
+        bucket, obj = where["bucket"]["name"], where["object"]
+        key = obj["key"]
+    except (KeyError, TypeError):
+        raise UnrecognisedEventError(f"{shape} without {path}bucket.name / {path}object.key") from None
+    _check_names(bucket, key)
+    return bucket, obj, key
 
 
 def _check_names(bucket: Any, key: Any) -> None:
