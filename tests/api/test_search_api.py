@@ -18,6 +18,7 @@ from PIL import Image
 
 from helpers import reencoded_copy
 from imgsearch import service as holder
+from imgsearch.options import MAX_PREFIX_BYTES, MAX_RESULT_WINDOW
 
 HIT_FIELDS = {"score", "key", "bucket", "url", "size", "width", "height", "content_type", "id", "inliers", "verified"}
 TIMEOUT = 120
@@ -306,6 +307,10 @@ def test_openapi_document_is_valid_and_matches_the_routes(api, search_module, se
     assert document["servers"] == [{"url": "/"}]
     page_size = document["components"]["parameters"]["PageSize"]["schema"]
     assert page_size["maximum"] == seed_service.settings.max_page_size
+    parameters = document["components"]["parameters"]  # the rules the server enforces are stated
+    assert parameters["Prefix"]["schema"]["maxLength"] == MAX_PREFIX_BYTES
+    assert all(f"page x page_size must be at most {MAX_RESULT_WINDOW}" in parameters[name]["description"]
+               for name in ("Page", "PageSize"))
     for path, item in document["paths"].items():  # every route says what its errors look like
         for method, operation in item.items():
             if path not in ("/", "/health"):

@@ -73,7 +73,7 @@ def query(seed_paths) -> bytes:
     ({"page_size": "101"}, "page_size"), ({"page_size": "0"}, "page_size"),
     ({"min_score": "2"}, "min_score"), ({"min_score": "-1.5"}, "min_score"), ({"min_score": "nan"}, "min_score"),
     ({"min_score": "high"}, "min_score"), ({"mode": "bogus"}, "mode"), ({"rerank": "maybe"}, "rerank"),
-    ({"page": "2000", "page_size": "10"}, "page x page_size"),
+    ({"page": "2000", "page_size": "10"}, "page x page_size"), ({"prefix": "x" * 1025}, "prefix"),
 ])
 def test_bad_parameters_are_400_naming_the_parameter(api, query, seed_paths, params, named):
     message = error_of(upload(api, query, params=params), 400, "bad_request")

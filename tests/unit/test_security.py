@@ -1,12 +1,14 @@
 """Configuration chooses where we read; data never does (issue 14): the storage allowlist, folder storage off in
 Lambda, content only from regular files within the byte limit, keys S3 would refuse, events that are malformed
-or too big, operator errors retried rather than dead-lettered, secrets out of reprs."""
+or too big, operator errors retried rather than dead-lettered, secrets out of reprs, caps on what a search may
+ask of the index whatever the entry point."""
 
 from __future__ import annotations
 
 import json
 import os
 
+import numpy as np
 import pytest
 
 from imgsearch import service
@@ -14,9 +16,11 @@ from imgsearch.config import Settings
 from imgsearch.errors import (ConfigError, ImageTooLargeError, IncompatibleIndexError, InvalidRequestError,
                               NotFoundError, PermanentError, StorageNotAllowedError, WeightsError)
 from imgsearch.events import MAX_RECORDS, UnrecognisedEventError, parse_notification
+from imgsearch.index.base import SearchRequest
 from imgsearch.local import load_function
+from imgsearch.options import MAX_PREFIX_BYTES, MAX_QUERY_VECTORS, MAX_RESULT_WINDOW, SearchOptions
 from imgsearch.pipeline import ImageSearch
-from imgsearch.storage import FolderStorage
+from imgsearch.storage import MAX_KEY_BYTES, FolderStorage
 from imgsearch.storages import Storages
 
 from helpers import ColourEmbedder, png
@@ -199,3 +203,31 @@ def test_settings_repr_hides_secrets():
     assert settings.es_api_key == "es-key-123" and settings.webhook_token == "hook-000"
     for secret in ("es-key-123", "pw-456", "api-789", "hook-000"):
         assert secret not in repr(settings) and secret not in str(settings)
+
+
+# -- caps in the core: whatever the entry point (API, CLI, a caller of the library) -------------------------------
+def test_a_prefix_is_at_most_a_keys_length():
+    assert MAX_PREFIX_BYTES == MAX_KEY_BYTES
+    for long in ("x" * (MAX_PREFIX_BYTES + 1), "é" * (MAX_PREFIX_BYTES // 2 + 1)):
+        with pytest.raises(InvalidRequestError, match="prefix"):
+            SearchOptions(key_prefix=long)
+        with pytest.raises(InvalidRequestError, match="prefix"):
+            SearchRequest(vector=np.zeros(512), key_prefix=long)
+    assert SearchOptions(key_prefix="x" * MAX_PREFIX_BYTES).key_prefix
+    assert SearchRequest(vector=np.zeros(512), key_prefix="é" * (MAX_PREFIX_BYTES // 2)).key_prefix
+
+
+def test_a_search_carries_a_bounded_number_of_query_vectors():
+    SearchRequest(vector=np.zeros((MAX_QUERY_VECTORS, 512), dtype=np.float32))
+    for rows in (0, MAX_QUERY_VECTORS + 1):
+        with pytest.raises(InvalidRequestError, match="query vectors"):
+            SearchRequest(vector=np.zeros((rows, 512), dtype=np.float32))
+    with pytest.raises(InvalidRequestError, match="query vectors"):
+        SearchRequest(vector=np.zeros((2, 2, 512), dtype=np.float32))
+
+
+def test_the_result_window_is_capped_for_options_and_requests_alike():
+    for make in (SearchOptions, lambda **kw: SearchRequest(vector=np.zeros(512), **kw)):
+        make(page=MAX_RESULT_WINDOW // 100, page_size=100)
+        with pytest.raises(InvalidRequestError, match="page x page_size"):
+            make(page=MAX_RESULT_WINDOW // 100 + 1, page_size=100)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 
-from imgsearch.options import DEFAULT_PAGE_SIZE, MAX_RESULT_WINDOW
+from imgsearch.options import DEFAULT_PAGE_SIZE, MAX_PREFIX_BYTES, MAX_RESULT_WINDOW
 
 from .inputs import IMAGE_TYPES
 
@@ -118,9 +118,11 @@ OPENAPI: dict = {
             "parameters": [
                 {"name": "score", "in": "query", "description": "lowest cosine similarity to return",
                  "schema": {"type": "number", "minimum": -1, "maximum": 1, "default": 0.8}},
-                {"name": "page", "in": "query", "description": "1-based page number",
+                {"name": "page", "in": "query", "description": "1-based page number; page x pageSize must be at "
+                 f"most {MAX_RESULT_WINDOW} (400 otherwise)",
                  "schema": {"type": "integer", "minimum": 1, "default": 1}},
-                {"name": "pageSize", "in": "query", "description": "hits per page",
+                {"name": "pageSize", "in": "query", "description": "hits per page; page x pageSize must be at most "
+                 f"{MAX_RESULT_WINDOW} (400 otherwise)",
                  "schema": {"type": "integer", "minimum": 1, "default": DEFAULT_PAGE_SIZE}}],
             "requestBody": _UPLOAD_BODY,
             "responses": {"200": _json({"type": "array", "items": _ref("schemas", "DemoHit")}, "hits, best first"),
@@ -154,15 +156,18 @@ OPENAPI: dict = {
         "parameters": {
             "MinScore": {"name": "min_score", "in": "query", "description": "lowest cosine similarity to return",
                          "schema": {"type": "number", "minimum": -1, "maximum": 1}},
-            "Page": {"name": "page", "in": "query", "description": "1-based page number",
+            "Page": {"name": "page", "in": "query", "description": "1-based page number; page x page_size must be "
+                     f"at most {MAX_RESULT_WINDOW} (400 otherwise)",
                      "schema": {"type": "integer", "minimum": 1, "default": 1}},
-            "PageSize": {"name": "page_size", "in": "query", "description": "hits per page",
+            "PageSize": {"name": "page_size", "in": "query", "description": "hits per page; page x page_size must "
+                         f"be at most {MAX_RESULT_WINDOW} (400 otherwise)",
                          "schema": {"type": "integer", "minimum": 1, "default": DEFAULT_PAGE_SIZE}},
             "Mode": {"name": "mode", "in": "query", "description": "exact (brute force) or knn (approximate); "
                      "default: the service's IMGSEARCH_SEARCH_MODE", "schema": {"type": "string",
                                                                                  "enum": ["exact", "knn"]}},
-            "Prefix": {"name": "prefix", "in": "query", "description": "only keys starting with this",
-                       "schema": {"type": "string"}},
+            "Prefix": {"name": "prefix", "in": "query", "description": "only keys starting with this; at most "
+                       f"{MAX_PREFIX_BYTES} bytes of UTF-8, a key's limit (400 otherwise)",
+                       "schema": {"type": "string", "maxLength": MAX_PREFIX_BYTES}},
             "Rerank": {"name": "rerank", "in": "query", "description": "verify the best candidates with local "
                        "features and put the geometrically confirmed ones first; default: IMGSEARCH_RERANK",
                        "schema": {"type": "boolean"}},

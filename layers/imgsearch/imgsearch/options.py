@@ -10,11 +10,15 @@ from .config import SEARCH_MODES
 from .errors import InvalidRequestError
 
 MAX_RESULT_WINDOW = 10_000  # Elasticsearch's index.max_result_window and its limit for knn k: page x page_size
+MAX_PREFIX_BYTES = 1024  # a key prefix is at most a key (storage.MAX_KEY_BYTES, S3's limit), in UTF-8 bytes
+MAX_QUERY_VECTORS = 256  # rows of one query (a query image gives 1 + its R-MAC regions, a few dozen at most)
 DEFAULT_PAGE_SIZE = 10
 
 
-def check_search(*, min_score: float | None, page: int, page_size: int, mode: str | None) -> None:
-    """The limits every search obeys (SearchOptions from adapters, SearchRequest to the index)."""
+def check_search(*, min_score: float | None, page: int, page_size: int, mode: str | None,
+                 key_prefix: str | None = None, query_vectors: int = 1) -> None:
+    """The limits every search obeys (SearchOptions from adapters, SearchRequest to the index): the result
+    window, the score range, the mode, the prefix's length and the number of query vectors."""
     if page < 1:
         raise InvalidRequestError(f"page must be 1 or more, got {page}")
     if page_size < 1:
@@ -25,6 +29,10 @@ def check_search(*, min_score: float | None, page: int, page_size: int, mode: st
         raise InvalidRequestError(f"min_score is a cosine similarity between -1 and 1, got {min_score}")
     if mode is not None and mode not in SEARCH_MODES:
         raise InvalidRequestError(f"mode must be {' or '.join(SEARCH_MODES)}, got {mode!r}")
+    if key_prefix is not None and len(key_prefix.encode("utf-8", "surrogatepass")) > MAX_PREFIX_BYTES:
+        raise InvalidRequestError(f"prefix must be at most {MAX_PREFIX_BYTES} bytes of UTF-8 (a key's limit)")
+    if not 1 <= query_vectors <= MAX_QUERY_VECTORS:
+        raise InvalidRequestError(f"a search takes 1 to {MAX_QUERY_VECTORS} query vectors, got {query_vectors}")
 
 
 @dataclass(frozen=True)
@@ -39,7 +47,8 @@ class SearchOptions:
     rerank: bool | None = None
 
     def __post_init__(self):
-        check_search(min_score=self.min_score, page=self.page, page_size=self.page_size, mode=self.mode)
+        check_search(min_score=self.min_score, page=self.page, page_size=self.page_size, mode=self.mode,
+                     key_prefix=self.key_prefix)
 
     @property
     def offset(self) -> int:

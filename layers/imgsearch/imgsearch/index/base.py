@@ -46,6 +46,7 @@ class SearchRequest:
     """What to search for. page is 1-based: from = (page - 1) * page_size (the demo used from = page).
 
     vector is one query vector (512,) or several (R, 512): then a document's score is its best cosine over them.
+    The limits (options.check_search) hold here too, whoever builds the request: at most MAX_QUERY_VECTORS rows.
     """
 
     vector: np.ndarray  # (512,) or (R, 512) float32
@@ -58,7 +59,10 @@ class SearchRequest:
     with_local_features: bool = False
 
     def __post_init__(self):
-        check_search(min_score=self.min_score, page=self.page, page_size=self.page_size, mode=self.mode)
+        shape = np.shape(self.vector)
+        rows = 1 if len(shape) == 1 else (shape[0] if len(shape) == 2 else 0)  # 0: not a vector nor a matrix
+        check_search(min_score=self.min_score, page=self.page, page_size=self.page_size, mode=self.mode,
+                     key_prefix=self.key_prefix, query_vectors=rows)
 
     @property
     def offset(self) -> int:
