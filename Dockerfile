@@ -15,9 +15,22 @@
 #   mkdir -p models && curl -fLo models/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5 \
 #     https://storage.googleapis.com/tensorflow/keras-applications/vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5
 # or point the build arg WEIGHTS_FILE at another path inside the build context.
+#
+# The base image is pinned to one release of AWS's Python 3.12 Lambda image (tags are
+# 3.12.<date>.<build>; a plain 3.12 moves every week). For a reproducible build, pin its digest too, once
+# with network access, and keep both:
+#   docker buildx imagetools inspect public.ecr.aws/lambda/python:3.12.2025.04.01.18 --format '{{.Manifest.Digest}}'
+#   docker build --build-arg LAMBDA_BASE=public.ecr.aws/lambda/python:3.12.2025.04.01.18@sha256:<digest> ...
+# (or write the @sha256 into the ARG below). To move to a newer release, change the date and the digest.
+#
+# Users: on AWS, Lambda ignores the image's USER and runs the function as its own unprivileged user, so the
+# images need nothing for Lambda. Run anywhere else (infra/docker-compose.yml, `docker run`), the final images
+# run as UID/GID 1000 (USER below; compose also says `user:`): everything they write goes to /tmp or to
+# /var/lib/imgsearch, which belongs to that user.
+ARG LAMBDA_BASE=public.ecr.aws/lambda/python:3.12.2025.04.01.18
 
 # Build stage: TensorFlow + NNCF turn the weights into the int8 model; none of it reaches the final images.
-FROM public.ecr.aws/lambda/python:3.12 AS int8-model
+FROM ${LAMBDA_BASE} AS int8-model
 COPY layers/imgsearch /tmp/imgsearch
 RUN pip install --no-cache-dir "/tmp/imgsearch[model,build]" && rm -rf /tmp/imgsearch
 ARG WEIGHTS_FILE=models/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5
@@ -28,7 +41,7 @@ RUN IMGSEARCH_VGG19_WEIGHTS=/tmp/weights.h5 TF_CPP_MIN_LOG_LEVEL=2 \
     imgsearch build-model --out /opt/models/vgg19-int8.xml /tmp/calibration
 
 
-FROM public.ecr.aws/lambda/python:3.12 AS base
+FROM ${LAMBDA_BASE} AS base
 
 # Dependencies first, from pyproject.toml alone, so editing the library's code does not re-download
 # them: an empty package with the real metadata pulls every dependency into a cached layer.
@@ -54,13 +67,17 @@ COPY functions/search/requirements.txt /tmp/requirements/search.txt
 RUN pip install --no-cache-dir -r /tmp/requirements/extract.txt -r /tmp/requirements/search.txt \
     && rm -rf /tmp/requirements
 COPY functions /opt/imgsearch/functions
+# A data folder for the non-root user (a named volume mounted here starts with this owner).
+RUN mkdir -p /var/lib/imgsearch && chown 1000:1000 /var/lib/imgsearch
 
 
 FROM base AS extract
 COPY functions/extract/ ${LAMBDA_TASK_ROOT}/
+USER 1000:1000
 CMD ["app.handler"]
 
 
 FROM base AS search
 COPY functions/search/ ${LAMBDA_TASK_ROOT}/
+USER 1000:1000
 CMD ["app.app"]

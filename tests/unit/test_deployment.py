@@ -47,3 +47,63 @@ def test_extract_function_reports_partial_batch_failures_from_the_queue():
     sqs_events = [e for e in extract["Properties"]["Events"].values() if e["Type"] == "SQS"]
     assert sqs_events and sqs_events[0]["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert extract["Properties"]["PackageType"] == "Image"
+
+
+# -- hardening (issue 14, item 5): always on, whatever the parameters ------------------------------------------
+def functions() -> dict[str, dict]:
+    return {r["Metadata"]["DockerTag"]: r for r in template()["Resources"].values()
+            if r["Type"] == "AWS::Serverless::Function"}
+
+
+def test_the_stage_is_throttled_and_both_functions_have_reserved_concurrency():
+    resources, parameters = template()["Resources"], template()["Parameters"]
+    api = resources["SearchApi"]
+    assert "Condition" not in api
+    settings = api["Properties"]["MethodSettings"]
+    assert {"ResourcePath": "/*", "HttpMethod": "*"}.items() <= settings[0].items()
+    assert settings[0]["ThrottlingRateLimit"] == "ApiThrottlingRateLimit"  # !Ref, read as its name
+    assert settings[0]["ThrottlingBurstLimit"] == "ApiThrottlingBurstLimit"
+    for name in ("ApiThrottlingRateLimit", "ApiThrottlingBurstLimit"):
+        assert parameters[name]["Type"] == "Number" and parameters[name]["Default"] >= 1
+    for tag, function in functions().items():
+        reserved = function["Properties"]["ReservedConcurrentExecutions"]
+        assert reserved == f"{tag.capitalize()}ReservedConcurrency" and "Condition" not in function
+        assert parameters[reserved]["MinValue"] >= 1
+    queue = next(e for e in functions()["extract"]["Properties"]["Events"].values() if e["Type"] == "SQS")
+    assert queue["Properties"]["ScalingConfig"]["MaximumConcurrency"] == "ExtractReservedConcurrency"
+
+
+def test_octet_stream_uploads_arrive_as_binary():
+    assert "application~1octet-stream" in template()["Resources"]["SearchApi"]["Properties"]["BinaryMediaTypes"]
+
+
+def test_the_bucket_refuses_plain_http():
+    policies = [r for r in template()["Resources"].values() if r["Type"] == "AWS::S3::BucketPolicy"
+                and r["Properties"]["Bucket"] == "ImagesBucket"]
+    assert len(policies) == 1 and "Condition" not in policies[0]
+    [deny] = [s for s in policies[0]["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Deny"]
+    assert deny["Principal"] == "*" and deny["Action"] == "s3:*" and len(deny["Resource"]) == 2
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_the_api_writes_access_logs_to_its_own_log_group():
+    resources = template()["Resources"]
+    setting = resources["SearchApi"]["Properties"]["AccessLogSetting"]
+    log_group = setting["DestinationArn"].removesuffix(".Arn")  # !GetAtt SearchApiAccessLogs.Arn
+    assert resources[log_group]["Type"] == "AWS::Logs::LogGroup"
+    assert resources[log_group]["Properties"]["RetentionInDays"]
+    assert "$context.requestId" in setting["Format"] and "$context.status" in setting["Format"]
+
+
+def test_elasticsearch_keys_come_from_secrets_and_the_search_function_has_its_own():
+    parameters = template()["Parameters"]
+    assert "IMGSEARCH_ES_API_KEY" not in template()["Globals"]["Function"]["Environment"]["Variables"]
+    extract_key = functions()["extract"]["Properties"]["Environment"]["Variables"]["IMGSEARCH_ES_API_KEY"]
+    search_key = functions()["search"]["Properties"]["Environment"]["Variables"]["IMGSEARCH_ES_API_KEY"]
+    text = (REPO / "template.yaml").read_text()
+    assert "{{resolve:secretsmanager:${ElasticsearchApiKeySecretArn}:SecretString}}" in text
+    assert "{{resolve:secretsmanager:${ElasticsearchSearchApiKeySecretArn}:SecretString}}" in text
+    assert extract_key[0] == "HasEsKeySecret" and search_key[0] == "HasSearchEsKeySecret"
+    assert "ElasticsearchSearchApiKey" in str(search_key) and "ElasticsearchSearchApiKey" not in str(extract_key)
+    for name in ("ElasticsearchApiKey", "ElasticsearchSearchApiKey"):
+        assert parameters[name]["NoEcho"] is True
