@@ -80,6 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--queue-url", required=True)
     p.add_argument("--endpoint-url", help="SQS/S3 endpoint (LocalStack, moto) [AWS_ENDPOINT_URL]")
     p.add_argument("--idle-exit", type=float, help="exit after this many seconds without messages")
+    p.add_argument("--heartbeat", type=Path, help="touch this file before every poll (infra/local's supervisor "
+                                                  "judges the worker by it)")
     p.set_defaults(run=cmd_worker)
 
     p = commands.add_parser("webhook", help="receive MinIO webhook notifications and feed the extract handler")
@@ -238,7 +240,8 @@ def cmd_worker(args, settings: Settings) -> int:
     service.use(_service(settings))  # the handler uses this process's settings and index
     sqs = boto3.client("sqs", endpoint_url=args.endpoint_url) if args.endpoint_url else boto3.client("sqs")
     print(f"worker polling {args.queue_url}", file=sys.stderr, flush=True)
-    totals = run_worker(args.queue_url, extract.handler, sqs=sqs, idle_exit=args.idle_exit)
+    totals = run_worker(args.queue_url, extract.handler, sqs=sqs, idle_exit=args.idle_exit,
+                        heartbeat=args.heartbeat)
     print(json.dumps(totals))
     return 0
 

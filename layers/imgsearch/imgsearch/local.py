@@ -59,15 +59,22 @@ class LocalContext:
 
 
 def run_worker(queue_url: str, handler: Callable[[dict, object], dict], *, sqs=None, wait_seconds: int = 10,
-               batch_size: int = 10, stop: threading.Event | None = None, idle_exit: float | None = None) -> dict:
-    """Poll until stop is set (or, with idle_exit, after that many seconds without messages)."""
+               batch_size: int = 10, stop: threading.Event | None = None, idle_exit: float | None = None,
+               heartbeat: Path | None = None) -> dict:
+    """Poll until stop is set (or, with idle_exit, after that many seconds without messages). With heartbeat,
+    touch that file at every turn of the loop (before each poll), so a supervisor can tell a live worker from a
+    dead or stuck one by what it does rather than by its PID."""
     import boto3
 
     sqs = sqs or boto3.client("sqs")
     arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     totals = {"received": 0, "succeeded": 0, "failed": 0}
     last_message = time.monotonic()
+    if heartbeat is not None:
+        heartbeat.parent.mkdir(parents=True, exist_ok=True)
     while not (stop and stop.is_set()):
+        if heartbeat is not None:
+            heartbeat.touch()
         try:
             messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=batch_size,
                                            WaitTimeSeconds=wait_seconds, AttributeNames=["All"],
