@@ -10,7 +10,8 @@ target instead and no queues are made. Prints KEY=VALUE lines for the environmen
 
 Environment: AWS_ENDPOINT_URL (required: this script is for emulators; on AWS, template.yaml does this),
 AWS_DEFAULT_REGION (us-east-1), IMGSEARCH_BUCKET (images), IMGSEARCH_QUEUE (imgsearch-events),
-IMGSEARCH_DEAD_LETTER_QUEUE (imgsearch-events-dlq), IMGSEARCH_NOTIFY_ARN (unset).
+IMGSEARCH_DEAD_LETTER_QUEUE (imgsearch-events-dlq), IMGSEARCH_NOTIFY_ARN (unset),
+IMGSEARCH_QUEUE_VISIBILITY_TIMEOUT (60: seconds before a message a worker took and never finished comes back).
 Credentials default to test/test, which LocalStack and moto accept.
 """
 
@@ -27,7 +28,7 @@ from botocore.exceptions import ClientError
 NOTIFICATION_ID = "imgsearch"
 EVENTS = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]
 # Locally a failed message comes back after a minute; on AWS the queue uses 6x the function timeout.
-VISIBILITY_TIMEOUT = "60"
+VISIBILITY_TIMEOUT = os.environ.get("IMGSEARCH_QUEUE_VISIBILITY_TIMEOUT") or "60"
 
 
 def main() -> int:

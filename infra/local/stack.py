@@ -3,9 +3,16 @@ the ingest path for it (SQS worker or MinIO webhook receiver) and the search API
 
     up [--store localstack|minio] [--fresh]    install what is missing, start what is not running
     down                                      stop what up started (by PID)
-    status                                    what runs where
+    status                                    what runs where: each piece running / restarting / dead ...,
+                                              and the queue's depth (a summary on stderr, JSON on stdout)
 
-State lives in IMGSEARCH_LOCAL_DIR (default .cache/local): pids/, logs/, and each store's data.
+The worker and the webhook receiver run under a supervisor (`stack.py supervise`, one per piece, in the
+piece's process group) that starts them again when they exit, after a short back-off, and kills a worker whose
+heartbeat (a file it touches before every poll) went stale. A piece is judged alive by what it does: a port
+that answers, a fresh heartbeat, a PID that is neither a zombie nor reused for another command.
+
+State lives in IMGSEARCH_LOCAL_DIR (default .cache/local): pids/, logs/, run/ (supervisors' state and the
+worker's heartbeat), queues.json, and each store's data.
 up's last lines are KEY=VALUE lines for `eval` (with MinIO: the webhook's token, shared with MinIO, kept in
 IMGSEARCH_LOCAL_DIR/webhook-token).
 """
@@ -58,13 +65,52 @@ def say(message: str) -> None:
 
 
 # -- processes ---------------------------------------------------------------------------------------------
-def pid_of(piece: str) -> int | None:
+# A PID alone proves nothing: a process killed with SIGKILL stays a zombie until its parent reaps it (1-4 s for
+# an orphan here), and a PID can be reused. So a piece is alive when its PID is a process that is not a zombie
+# and runs the command we started, and it works when its port answers (servers) or its heartbeat is fresh
+# (the worker).
+HEARTBEAT_STALE = float(os.environ.get("IMGSEARCH_LOCAL_HEARTBEAT_STALE") or 300)  # seconds: a batch may be slow
+BACKOFF_FIRST, BACKOFF_MAX, BACKOFF_RESET = 1.0, 30.0, 60.0  # restart delays; reset once a child ran a minute
+SUPERVISED = ("worker", "webhook")
+
+
+def process_alive(pid: int, argv: list[str] | None = None) -> bool:
+    """pid runs and is no zombie; with argv, it still runs that command (its cmdline ends with argv: a script
+    run through its #! line has the interpreter in front)."""
+    proc = Path(f"/proc/{pid}")
+    if not Path("/proc/self").exists():  # no procfs (macOS): the best we can do
+        try:
+            os.kill(pid, 0)
+            return True
+        except OSError:
+            return False
     try:
-        pid = int((STATE / "pids" / f"{piece}.pid").read_text())
-        os.kill(pid, 0)
-        return pid
-    except (OSError, ValueError):
+        stat = (proc / "stat").read_text()
+        cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    if stat[stat.rindex(")") + 2] in "ZXx":  # zombie or dead: the comm field may hold spaces or ')'
+        return False
+    if argv:
+        words = [w.decode(errors="replace") for w in cmdline if w]
+        return words[-len(argv):] == argv
+    return True
+
+
+def pid_of(piece: str) -> int | None:
+    """The piece's PID if that process is alive and still ours (see process_alive), else None."""
+    try:
+        text = (STATE / "pids" / f"{piece}.pid").read_text().strip()
+        record = json.loads(text) if text.startswith("{") else {"pid": int(text)}  # older state: a bare PID
+        pid = int(record["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
         return None
+    return pid if process_alive(pid, record.get("argv")) else None
+
+
+def write_pid(piece: str, pid: int, argv: list[str]) -> None:
+    (STATE / "pids").mkdir(parents=True, exist_ok=True)
+    (STATE / "pids" / f"{piece}.pid").write_text(json.dumps({"pid": pid, "argv": argv}))
 
 
 def answers(url: str, timeout: float = 2) -> bool:
@@ -77,22 +123,33 @@ def answers(url: str, timeout: float = 2) -> bool:
         return False
 
 
-def spawn(piece: str, command: list[str], env: dict, ready_url: str, timeout: float = 120) -> None:
-    """Start a piece unless it already answers; wait until ready_url answers."""
-    if answers(ready_url):
-        say(f"{piece}: already running on {ready_url.split('/', 3)[2]}")
-        return
+def launch(piece: str, command: list[str], env: dict) -> subprocess.Popen:
+    """Start command as its own process group (so stop() ends it and its children), logging to logs/PIECE.log."""
     (STATE / "logs").mkdir(parents=True, exist_ok=True)
-    (STATE / "pids").mkdir(parents=True, exist_ok=True)
     log = open(STATE / "logs" / f"{piece}.log", "ab")
     process = subprocess.Popen(command, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL, start_new_session=True, cwd=REPO)
-    (STATE / "pids" / f"{piece}.pid").write_text(str(process.pid))
-    say(f"{piece}: starting (pid {process.pid})")
+    write_pid(piece, process.pid, command)
+    return process
+
+
+def spawn(piece: str, command: list[str], env: dict, ready_url: str, timeout: float = 120) -> None:
+    """Start a piece unless it already answers (or is ours and still starting); wait until ready_url answers."""
+    if answers(ready_url):
+        say(f"{piece}: already running on {ready_url.split('/', 3)[2]}")
+        return
+    if pid_of(piece):
+        say(f"{piece}: pid {pid_of(piece)} is alive but does not answer yet; waiting for it")
+        process = None
+    else:
+        process = launch(piece, command, env)
+        say(f"{piece}: starting (pid {process.pid})")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
+        if process is not None and process.poll() is not None:
             raise PieceFailed(piece, f"exited with code {process.returncode}")
+        if process is None and not pid_of(piece):
+            raise PieceFailed(piece, "exited while starting")
         if answers(ready_url):
             say(f"{piece}: ready")
             return
@@ -102,17 +159,125 @@ def spawn(piece: str, command: list[str], env: dict, ready_url: str, timeout: fl
 
 def stop(piece: str) -> None:
     pid = pid_of(piece)
-    if pid is None:
-        return
-    say(f"stopping {piece} (pid {pid})")
-    os.killpg(pid, signal.SIGTERM)
-    for _ in range(100):
-        if pid_of(piece) is None:
-            break
-        time.sleep(0.2)
-    else:
-        os.killpg(pid, signal.SIGKILL)
+    if pid is not None:
+        say(f"stopping {piece} (pid {pid})")
+        os.killpg(pid, signal.SIGTERM)  # a supervised piece: its supervisor and the child, one process group
+        for _ in range(100):
+            if pid_of(piece) is None:
+                break
+            time.sleep(0.2)
+        else:
+            os.killpg(pid, signal.SIGKILL)
     (STATE / "pids" / f"{piece}.pid").unlink(missing_ok=True)
+    (STATE / "run" / f"{piece}.json").unlink(missing_ok=True)
+
+
+# -- the supervisor ----------------------------------------------------------------------------------------
+def heartbeat_path(piece: str) -> Path:
+    return STATE / "run" / f"{piece}.heartbeat"
+
+
+def supervision(piece: str) -> dict:
+    """What the supervisor last wrote: state (starting | running | restarting | stopped), child, restarts, ..."""
+    try:
+        return json.loads((STATE / "run" / f"{piece}.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def write_supervision(piece: str, **fields) -> None:
+    path = STATE / "run" / f"{piece}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({**fields, "supervisor": os.getpid(), "at": time.time()}))
+    os.replace(tmp, path)
+
+
+def supervise(piece: str, command: list[str], heartbeat: Path | None) -> int:
+    """Run command; when it exits (or, with heartbeat, stops beating for HEARTBEAT_STALE s), start it again
+    after a back-off (1 s, doubling to 30 s; back to 1 s once a child has run a minute). SIGTERM ends both.
+    `up` runs this in the piece's process group and log; being the child's parent it reaps it at once."""
+    stopping = False
+    child: subprocess.Popen | None = None
+
+    def on_signal(signum, frame):
+        nonlocal stopping
+        stopping = True
+        if child is not None and child.poll() is None:
+            child.terminate()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    backoff, restarts, last_exit = BACKOFF_FIRST, 0, None
+    while not stopping:
+        started, started_wall = time.monotonic(), time.time()
+        child = subprocess.Popen(command, stdin=subprocess.DEVNULL, cwd=REPO)  # our env, log and process group
+        write_supervision(piece, state="running", child=child.pid, argv=command, restarts=restarts,
+                          last_exit=last_exit, since=started_wall)
+        while child.poll() is None:
+            if stopping:
+                child.terminate()
+            elif heartbeat is not None:
+                try:
+                    beat = heartbeat.stat().st_mtime
+                except OSError:
+                    beat = None
+                if beat is not None and beat >= started_wall and time.time() - beat > HEARTBEAT_STALE:
+                    say(f"{piece}: no heartbeat for {time.time() - beat:.0f} s; killing pid {child.pid}")
+                    child.kill()
+            try:
+                child.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                pass
+        if stopping:
+            break
+        last_exit, ran = child.returncode, time.monotonic() - started
+        if ran >= BACKOFF_RESET:
+            backoff = BACKOFF_FIRST
+        restarts += 1
+        say(f"{piece}: pid {child.pid} exited with code {last_exit} after {ran:.0f} s; "
+            f"restart {restarts} in {backoff:.0f} s")
+        write_supervision(piece, state="restarting", child=None, argv=command, restarts=restarts,
+                          last_exit=last_exit, since=time.time(), restart_at=time.time() + backoff)
+        deadline = time.monotonic() + backoff
+        while not stopping and time.monotonic() < deadline:
+            time.sleep(0.2)
+        backoff = min(backoff * 2, BACKOFF_MAX)
+    write_supervision(piece, state="stopped", child=None, argv=command, restarts=restarts, last_exit=last_exit)
+    return 0
+
+
+def spawn_supervised(piece: str, command: list[str], env: dict, ready, what: str, timeout: float) -> None:
+    """Start command under a supervisor (`stack.py supervise`), unless one already runs; wait until ready()."""
+    if pid_of(piece):
+        state = supervision(piece).get("state", "running")
+        say(f"{piece}: already running (supervised, {state})")
+        return
+    heartbeat = ["--heartbeat", str(heartbeat_path(piece))] if piece == "worker" else []
+    (STATE / "run" / f"{piece}.json").unlink(missing_ok=True)
+    supervisor = launch(piece, [sys.executable, str(Path(__file__).resolve()), "supervise", *heartbeat, piece,
+                                "--", *command], env)
+    say(f"{piece}: starting under a supervisor (pid {supervisor.pid})")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if supervisor.poll() is not None:
+            raise PieceFailed(piece, f"its supervisor exited with code {supervisor.returncode}")
+        run = supervision(piece)
+        if run.get("restarts"):  # it fails at once: say so rather than restart it forever
+            stop(piece)
+            raise PieceFailed(piece, f"exited with code {run.get('last_exit')}")
+        if ready():
+            say(f"{piece}: ready")
+            return
+        time.sleep(0.5)
+    raise PieceFailed(piece, f"not {what} after {timeout:.0f} s")
+
+
+def heartbeat_age(piece: str) -> float | None:
+    try:
+        return max(0.0, time.time() - heartbeat_path(piece).stat().st_mtime)
+    except OSError:
+        return None
 
 
 # -- installs ------------------------------------------------------------------------------------------------
@@ -160,14 +325,17 @@ def up(store: str, fresh: bool) -> dict:
                "LOCALSTACK_VOLUME_DIR": str(STATE / "data" / "localstack"), "SKIP_SSL_CERT_DOWNLOAD": "1", "SQS_ENDPOINT_STRATEGY": "path"},
               f"{endpoint}/_localstack/health", timeout=120)
         resources = setup_resources(env)
-        env.update(IMGSEARCH_DEAD_LETTER_QUEUE_URL=resources["IMGSEARCH_DEAD_LETTER_QUEUE_URL"])
+        env.update(IMGSEARCH_DEAD_LETTER_QUEUE_URL=resources["IMGSEARCH_DEAD_LETTER_QUEUE_URL"],
+                   IMGSEARCH_QUEUE_URL=resources["IMGSEARCH_QUEUE_URL"])
+        (STATE / "queues.json").write_text(json.dumps({"endpoint": endpoint, **resources}))
         spawn_worker(env, resources["IMGSEARCH_QUEUE_URL"])
     else:
         endpoint = f"http://127.0.0.1:{PORTS['minio']}"
         env.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID=MINIO_USER, AWS_SECRET_ACCESS_KEY=MINIO_PASSWORD)
         webhook, token = f"http://127.0.0.1:{PORTS['webhook']}", webhook_token()
-        spawn("webhook", [str(VENV_BIN / "imgsearch"), "webhook", "--port", str(PORTS["webhook"])],
-              {**env, "IMGSEARCH_WEBHOOK_TOKEN": token}, f"{webhook}/", timeout=180)
+        spawn_supervised("webhook", [str(VENV_BIN / "imgsearch"), "webhook", "--port", str(PORTS["webhook"])],
+                         {**env, "IMGSEARCH_WEBHOOK_TOKEN": token}, lambda: answers(f"{webhook}/"), "answering",
+                         timeout=180)
         spawn("minio", [str(install_minio()), "server", str(STATE / "data" / "minio"),
                         "--address", f"127.0.0.1:{PORTS['minio']}",
                         "--console-address", f"127.0.0.1:{PORTS['minio-console']}"],
@@ -184,7 +352,8 @@ def up(store: str, fresh: bool) -> dict:
     return {"IMGSEARCH_API_URL": api, "IMGSEARCH_ES_URL": es_url, "AWS_ENDPOINT_URL": env["AWS_ENDPOINT_URL"],
             "AWS_ACCESS_KEY_ID": env["AWS_ACCESS_KEY_ID"], "AWS_SECRET_ACCESS_KEY": env["AWS_SECRET_ACCESS_KEY"],
             "AWS_DEFAULT_REGION": "us-east-1", "IMGSEARCH_BUCKET": BUCKET, "IMGSEARCH_ES_INDEX": ES_INDEX,
-            **{k: v for k, v in env.items() if k in ("IMGSEARCH_DEAD_LETTER_QUEUE_URL", "IMGSEARCH_WEBHOOK_URL")},
+            **{k: v for k, v in env.items()
+               if k in ("IMGSEARCH_QUEUE_URL", "IMGSEARCH_DEAD_LETTER_QUEUE_URL", "IMGSEARCH_WEBHOOK_URL")},
             **({"IMGSEARCH_WEBHOOK_TOKEN": webhook_token()} if store == "minio" else {})}
 
 
@@ -208,35 +377,24 @@ def setup_resources(env: dict) -> dict:
 
 
 def spawn_worker(env: dict, queue_url: str) -> None:
-    """The worker has no port: ready once its log says it polls."""
-    if pid_of("worker"):
-        say("worker: already running")
-        return
-    (STATE / "logs").mkdir(parents=True, exist_ok=True)
-    (STATE / "pids").mkdir(parents=True, exist_ok=True)
-    log_path = STATE / "logs" / "worker.log"
-    log = open(log_path, "ab")
-    offset = log_path.stat().st_size
-    process = subprocess.Popen([str(VENV_BIN / "imgsearch"), "worker", "--queue-url", queue_url],
-                               env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, start_new_session=True, cwd=REPO)
-    (STATE / "pids" / "worker.pid").write_text(str(process.pid))
-    say(f"worker: starting (pid {process.pid})")
-    for _ in range(360):
-        if process.poll() is not None:
-            raise PieceFailed("worker", f"exited with code {process.returncode}")
-        with open(log_path, "rb") as f:
-            f.seek(offset)
-            if b"worker polling" in f.read():
-                say("worker: ready")
-                return
-        time.sleep(0.5)
-    raise PieceFailed("worker", "not polling after 180 s")
+    """The worker has no port: ready once it beats (it touches its heartbeat file before every poll)."""
+    since = time.time()
+
+    def beating() -> bool:
+        try:
+            return heartbeat_path("worker").stat().st_mtime >= since - 1
+        except OSError:
+            return False
+
+    spawn_supervised("worker", [str(VENV_BIN / "imgsearch"), "worker", "--queue-url", queue_url,
+                                "--heartbeat", str(heartbeat_path("worker"))], env, beating, "polling",
+                     timeout=180)
 
 
 def down(quiet: bool = False, keep_elasticsearch: bool = False) -> None:
     for piece in ("api", "worker", "webhook", "minio", "localstack"):
         stop(piece)
+    (STATE / "store").unlink(missing_ok=True)  # status: stopped on purpose is "off", not "dead"
     if keep_elasticsearch:  # e.g. shared with other tests
         return
     subprocess.run([str(REPO / "infra/elasticsearch/stop")],
@@ -244,18 +402,91 @@ def down(quiet: bool = False, keep_elasticsearch: bool = False) -> None:
 
 
 def status() -> dict:
+    """Each piece's state, judged by what it does: running (its port answers; the worker: alive and beating),
+    restarting (its supervisor waits to start it again), starting, unresponsive (alive, but no answer or no
+    recent heartbeat), dead, or off (not part of this store's stack); and, on the LocalStack path, the queue."""
     base = {"elasticsearch": PORTS["elasticsearch"], "localstack": PORTS["localstack"], "minio": PORTS["minio"],
             "webhook": PORTS["webhook"], "api": PORTS["api"]}
     probes = {"elasticsearch": "/_cluster/health", "localstack": "/_localstack/health",
               "minio": "/minio/health/live", "webhook": "/", "api": "/health"}
     es_home = Path(os.environ.get("IMGSEARCH_ES_HOME") or CACHE / "es-run")
+    store = (STATE / "store").read_text().strip() if (STATE / "store").exists() else None
+    ours = {"localstack": {"elasticsearch", "localstack", "worker", "api"},
+            "minio": {"elasticsearch", "minio", "webhook", "api"}}.get(store, set())
     report = {}
     for piece in ("elasticsearch", "localstack", "minio", "webhook", "worker", "api"):
         url = f"http://127.0.0.1:{base[piece]}" if piece in base else None
         log = es_home / "logs" / "imgsearch-es.log" if piece == "elasticsearch" else STATE / "logs" / f"{piece}.log"
-        report[piece] = {"running": answers(url + probes[piece]) if url else pid_of(piece) is not None,
-                         "url": url, "pid": pid_of(piece), "log": str(log)}
+        pid = pid_of(piece)
+        entry = {"state": "dead", "url": url, "pid": pid, "log": str(log)}
+        run = supervision(piece) if piece in SUPERVISED and pid else {}
+        if run:
+            child = run.get("child")
+            entry.update(supervisor=pid, child=child if child and process_alive(child, run.get("argv")) else None,
+                         restarts=run.get("restarts", 0), last_exit=run.get("last_exit"))
+        if url:
+            working = answers(url + probes[piece])
+        else:  # the worker
+            age = heartbeat_age(piece)
+            entry["heartbeat_age_s"] = None if age is None else round(age, 1)
+            working = bool(entry.get("child")) and age is not None and age < HEARTBEAT_STALE and \
+                time.time() - age >= run.get("since", 0) - 1  # a beat of this child, not of the one before
+        if working:
+            entry["state"] = "running"
+        elif run.get("state") == "restarting":
+            entry["state"] = "restarting"
+        elif run and entry.get("child") and time.time() - run.get("since", 0) < HEARTBEAT_STALE and \
+                (url is None or time.time() - run.get("since", 0) < 180):
+            entry["state"] = "starting"
+        elif pid or entry.get("child"):
+            entry["state"] = "unresponsive"
+        elif piece not in ours:
+            entry["state"] = "off"
+        entry["running"] = entry["state"] == "running"
+        report[piece] = entry
+    if store == "localstack":
+        report["queue"] = queue_depth()
     return report
+
+
+def queue_depth() -> dict:
+    """ApproximateNumberOfMessages (waiting) and ...NotVisible (in flight) of the events queue, and the
+    dead-letter queue's depth."""
+    try:
+        queues = json.loads((STATE / "queues.json").read_text())
+    except (OSError, ValueError):
+        return {"error": "no queues recorded (run up)"}
+    import boto3
+    from botocore.config import Config
+
+    sqs = boto3.client("sqs", endpoint_url=queues["endpoint"], region_name="us-east-1", aws_access_key_id="test",
+                       aws_secret_access_key="test",
+                       config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1}))
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    try:
+        main_q = sqs.get_queue_attributes(QueueUrl=queues["IMGSEARCH_QUEUE_URL"], AttributeNames=names)
+        dead_q = sqs.get_queue_attributes(QueueUrl=queues["IMGSEARCH_DEAD_LETTER_QUEUE_URL"], AttributeNames=names)
+    except Exception as exc:  # LocalStack is down: say so, the rest of the report still stands
+        return {"url": queues["IMGSEARCH_QUEUE_URL"], "error": str(exc).splitlines()[0][:200]}
+    return {"url": queues["IMGSEARCH_QUEUE_URL"], "waiting": int(main_q["Attributes"][names[0]]),
+            "in_flight": int(main_q["Attributes"][names[1]]),
+            "dead_letters": int(dead_q["Attributes"][names[0]]) + int(dead_q["Attributes"][names[1]])}
+
+
+def summary(report: dict) -> str:
+    lines = []
+    for piece, entry in report.items():
+        if piece == "queue":
+            lines.append("queue: " + (entry["error"] if "error" in entry else
+                                      f"{entry['waiting']} waiting, {entry['in_flight']} in flight, "
+                                      f"{entry['dead_letters']} dead letters"))
+            continue
+        extra = [f"pid {entry['child'] or '-'} (supervisor {entry['supervisor']}, {entry['restarts']} restarts)"
+                 if "supervisor" in entry else f"pid {entry['pid']}" if entry["pid"] else ""]
+        if entry.get("heartbeat_age_s") is not None:
+            extra.append(f"heartbeat {entry['heartbeat_age_s']:.0f} s ago")
+        lines.append(f"{piece}: {entry['state']}" + "".join(f", {e}" for e in extra if e))
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -267,7 +498,13 @@ def main() -> int:
     down_parser = commands.add_parser("down")
     down_parser.add_argument("--keep-elasticsearch", action="store_true")
     commands.add_parser("status")
+    supervise_parser = commands.add_parser("supervise", help="(used by up) run a command, restart it when it exits")
+    supervise_parser.add_argument("piece")
+    supervise_parser.add_argument("--heartbeat", type=Path, help="also restart it when this file goes stale")
+    supervise_parser.add_argument("argv", nargs=argparse.REMAINDER)
     args = parser.parse_args()
+    if args.command == "supervise":
+        return supervise(args.piece, args.argv[1:] if args.argv[:1] == ["--"] else args.argv, args.heartbeat)
     try:
         if args.command == "up":
             for key, value in up(args.store, args.fresh).items():
@@ -275,7 +512,9 @@ def main() -> int:
         elif args.command == "down":
             down(keep_elasticsearch=args.keep_elasticsearch)
         else:
-            print(json.dumps(status(), indent=2))
+            report = status()
+            print(summary(report), file=sys.stderr)
+            print(json.dumps(report, indent=2))
     except PieceFailed as exc:
         say(str(exc))
         return 1
