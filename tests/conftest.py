@@ -1,5 +1,6 @@
-"""Shared fixtures: the real model (skipped with a reason when the weights file is absent), seed images,
-and settings pointing at a throw-away data directory.
+"""Shared fixtures: the real model, seed images, and settings pointing at a throw-away data directory. A missing
+weights file, int8 model or seed folder skips the tests that need it, with the reason, or fails them in CI
+(servers.unavailable).
 
 `embedder` is the product's default runtime: int8 (OpenVINO) when the int8 model is built (scripts/setup does;
 in CI it must be), else fp32 (TensorFlow). `fp32_embedder` and `int8_embedder` are the two runtimes by name."""
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import INT8_MODEL, SEED_DIR, WEIGHTS, reencoded_copy  # noqa: F401  (reencoded_copy: re-exported)
-from servers import unavailable
+from helpers import INT8_MODEL, WEIGHTS, reencoded_copy, seed_images, weights_file  # noqa: F401 (re-exported)
+from servers import strict, unavailable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
@@ -20,9 +21,7 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 @pytest.fixture(scope="session")
 def weights_path() -> str:
-    if not WEIGHTS.is_file():
-        pytest.skip(f"VGG19 ImageNet weights not found at {WEIGHTS}")
-    return str(WEIGHTS)
+    return str(weights_file())
 
 
 @pytest.fixture(scope="session")
@@ -46,15 +45,12 @@ def int8_embedder(weights_path):
 @pytest.fixture(scope="session")
 def embedder(request, weights_path):
     """The product's default runtime (see the module docstring)."""
-    return request.getfixturevalue("int8_embedder" if INT8_MODEL or os.environ.get("CI") else "fp32_embedder")
+    return request.getfixturevalue("int8_embedder" if INT8_MODEL or strict() else "fp32_embedder")
 
 
 @pytest.fixture(scope="session")
 def seed_paths() -> list[Path]:
-    paths = sorted(SEED_DIR.glob("*.jpg"))
-    if not paths:
-        pytest.skip(f"no seed images in {SEED_DIR}")
-    return paths
+    return seed_images()
 
 
 @pytest.fixture

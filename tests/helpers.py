@@ -18,6 +18,32 @@ SEED_DIR = SHARED / "fixtures" / "seed-images"
 DVD_DIR = SHARED / "datasets" / "smvs_dvd_covers"
 
 
+# What tests need from ../shared: each skips the test without it, or fails it in CI (servers.unavailable).
+def weights_file() -> Path:
+    from servers import unavailable
+
+    if not WEIGHTS.is_file():
+        unavailable(f"VGG19 ImageNet weights not found at {WEIGHTS}")
+    return WEIGHTS
+
+
+def seed_images() -> list[Path]:
+    from servers import unavailable
+
+    paths = sorted(SEED_DIR.glob("*.jpg"))
+    if not paths:
+        unavailable(f"no seed images in {SEED_DIR}")
+    return paths
+
+
+def dvd_dir() -> Path:
+    from servers import unavailable
+
+    if not DVD_DIR.is_dir():
+        unavailable(f"dataset not found at {DVD_DIR}")
+    return DVD_DIR
+
+
 def reencoded_copy(path: Path, *, quality: int = 70, scale: float = 0.5, crop: float = 0.05) -> bytes:
     """A re-encoded, resized and mildly cropped JPEG copy of an image: what "finds its original" is about."""
     from PIL import Image

@@ -1,6 +1,9 @@
 """Real servers for integration tests, on 127.0.0.1: reuse one named by an environment variable, else start one.
 
-With IMGSEARCH_REQUIRE_SERVERS=1 (CI) a server that cannot be had fails the test instead of skipping it.
+In CI (IMGSEARCH_REQUIRE_SERVERS=1, or CI set to anything but "", 0, false or no) anything a test needs that
+cannot be had, a server, the weights, the int8 model, the seed images, the dataset, the browser, fails the test
+instead of skipping it: a CI machine without ../shared must not pass with every model test skipped.
+IMGSEARCH_REQUIRE_SERVERS=0 turns that off explicitly.
 """
 
 from __future__ import annotations
@@ -18,10 +21,24 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 
 
+def strict(environ=os.environ) -> bool:
+    """Must every prerequisite be there? IMGSEARCH_REQUIRE_SERVERS says so (1) or not (0); else CI decides."""
+    required = environ.get("IMGSEARCH_REQUIRE_SERVERS", "")
+    if required in ("0", "1"):
+        return required == "1"
+    return environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def unavailable(reason: str):
-    if os.environ.get("IMGSEARCH_REQUIRE_SERVERS") == "1":
-        pytest.fail(reason)
+    """Fail (strict: CI) or skip the test, saying what is missing."""
+    if strict():
+        pytest.fail(f"missing in CI: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def drop_elasticsearch_index(url: str, index: str) -> None:
+    """Delete a test index and the whitening index beside it (`<index>_whitening`), either of them missing."""
+    requests.delete(f"{url}/{index},{index}_whitening", params={"ignore_unavailable": "true"}, timeout=10)
 
 
 def free_port() -> int:

@@ -29,7 +29,10 @@ def browser():
     if not Path(CHROMIUM).is_file() or not Path(CHROMEDRIVER).is_file():
         unavailable(f"browser test needs {CHROMIUM} and chromedriver "
                     "(apt-get install chromium chromium-driver)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (requirements-dev.txt)")
+    try:
+        from selenium import webdriver
+    except ImportError:
+        unavailable("selenium is not installed (requirements-dev.txt)")
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()

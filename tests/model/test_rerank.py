@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from helpers import DVD_DIR
+from helpers import DVD_DIR, dvd_dir
 from imgsearch.options import SearchOptions
 from imgsearch.pipeline import ImageSearch
 from imgsearch.storage import FolderStorage
@@ -14,8 +14,7 @@ from imgsearch.storage import FolderStorage
 
 @pytest.fixture(scope="module")
 def covers_index(embedder, tmp_path_factory):
-    if not DVD_DIR.is_dir():
-        pytest.skip(f"dataset not found at {DVD_DIR}")
+    dvd_dir()
     folder = tmp_path_factory.mktemp("covers")
     for n in range(1, 11):
         shutil.copy(DVD_DIR / "Reference" / f"{n:03d}.jpg", folder / f"{n:03d}.jpg")

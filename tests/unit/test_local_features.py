@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from imgsearch import local_features as lf
 
-from helpers import DVD_DIR
+from helpers import DVD_DIR, dvd_dir
 
 
 def test_encoding_round_trips_and_foreign_blobs_are_ignored():
@@ -30,8 +29,7 @@ def test_rerank_order_moves_only_convincing_candidates():
 
 
 def covers(*numbers):
-    if not DVD_DIR.is_dir():
-        pytest.skip(f"dataset not found at {DVD_DIR}")
+    dvd_dir()
     return [(Image.open(DVD_DIR / "E63" / f"{n:03d}.jpg").convert("RGB"),
              Image.open(DVD_DIR / "Reference" / f"{n:03d}.jpg").convert("RGB")) for n in numbers]
 
