@@ -15,7 +15,7 @@ import requests
 from botocore.config import Config
 
 from helpers import reencoded_copy
-from servers import REPO, elasticsearch_url, free_port, unavailable
+from servers import REPO, drop_elasticsearch_index, elasticsearch_url, free_port, unavailable
 
 ODD_KEY = "holiday photos/été 2024/beach + sun #1.jpg"
 
@@ -40,7 +40,7 @@ def stack(request, tmp_path_factory, weights_path):
                       config=Config(s3={"addressing_style": "path"}))
     yield {"store": store, "s3": s3, **values}
     subprocess.run([*stack_py, "down", "--keep-elasticsearch"], env=env, capture_output=True, timeout=120)
-    requests.delete(f"{values['IMGSEARCH_ES_URL']}/{env['IMGSEARCH_ES_INDEX']}", timeout=10)
+    drop_elasticsearch_index(values["IMGSEARCH_ES_URL"], env["IMGSEARCH_ES_INDEX"])  # and its _whitening
 
 
 def api(stack, path, **kwargs):

@@ -1,11 +1,10 @@
 from __future__ import annotations
 
-import os
 import uuid
 
 import pytest
 
-from servers import MotoServer, elasticsearch_url
+from servers import MotoServer, drop_elasticsearch_index, elasticsearch_url
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +30,6 @@ def index_settings(request, settings):
         yield settings
         return
     index = f"test-{uuid.uuid4().hex[:12]}"
-    yield settings.replace(backend="elasticsearch", es_urls=(elasticsearch_url(),), es_index=index)
-    import requests
-    requests.delete(f"{os.environ['IMGSEARCH_TEST_ES_URL']}/{index}", timeout=10)
+    url = elasticsearch_url()
+    yield settings.replace(backend="elasticsearch", es_urls=(url,), es_index=index)
+    drop_elasticsearch_index(url, index)  # and its <index>_whitening
