@@ -18,7 +18,7 @@ import requests
 from botocore.config import Config
 
 from helpers import reencoded_copy
-from servers import REPO, elasticsearch_url, free_port, unavailable
+from servers import REPO, drop_elasticsearch_index, elasticsearch_url, free_port, unavailable
 
 STACK_PY = [sys.executable, str(REPO / "infra/local/stack.py")]
 VISIBILITY_TIMEOUT = 30  # what the killed worker held returns after this (the default, 60, would double the test)
@@ -45,7 +45,7 @@ def stack(tmp_path_factory, weights_path):
            "s3": boto3.client("s3", config=Config(s3={"addressing_style": "path"}), **client),
            "sqs": boto3.client("sqs", **client)}
     subprocess.run([*STACK_PY, "down", "--keep-elasticsearch"], env=env, capture_output=True, timeout=120)
-    requests.delete(f"{values['IMGSEARCH_ES_URL']}/{env['IMGSEARCH_ES_INDEX']}", timeout=10)
+    drop_elasticsearch_index(values["IMGSEARCH_ES_URL"], env["IMGSEARCH_ES_INDEX"])  # and its _whitening
 
 
 def status(stack) -> dict:
