@@ -48,12 +48,15 @@ def checkout(rev: str) -> Path:
     return path
 
 
-def environment(root: Path, precision: str | None, data_dir: Path) -> dict:
+def environment(root: Path, precision: str | None, data_dir: Path, es_url: str | None = None) -> dict:
     env = {**os.environ, "PYTHONPATH": str(root / "layers" / "imgsearch"), "IMGSEARCH_DATA_DIR": str(data_dir),
            "IMGSEARCH_VGG19_WEIGHTS": str(WEIGHTS), "TF_CPP_MIN_LOG_LEVEL": "2",
            "IMGSEARCH_FUNCTIONS_DIR": str(root / "functions")}
     if precision:
         env["IMGSEARCH_PRECISION"] = precision
+    if es_url:  # a fresh index of its own on that server (deleted by the caller)
+        env.update(IMGSEARCH_BACKEND="elasticsearch", IMGSEARCH_ES_URL=es_url,
+                   IMGSEARCH_ES_INDEX=f"bench-fast-path-{data_dir.name}")
     return env
 
 
@@ -203,26 +206,44 @@ def run_cold(label: str, env: dict, repeats: int = 3) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--before", default="1fa9b03", help="the commit of the path before (four fp32 passes)")
+    parser.add_argument("--now", default="HEAD", help="the commit measured as now (a worktree: uncommitted edits "
+                                                     "in this checkout do not leak into the figures)")
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--parts", default="query,ingest,cold")
+    parser.add_argument("--es-url", help="also measure POST /search on this Elasticsearch (before and now, int8)")
+    parser.add_argument("--paths", default="before,int8,fp32", help="which of the three paths to run")
     args = parser.parse_args()
     parts = args.parts.split(",")
     before = checkout(args.before)
+    now_rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", args.now], check=True,
+                             capture_output=True, text=True).stdout.strip()
+    now = checkout(now_rev)
     paths = [("before: 4 passes, fp32 (TensorFlow)", before, None),
-             ("now: 2 passes, int8 (OpenVINO, the default)", REPO, "int8"),
-             ("now: 2 passes, fp32 (TensorFlow)", REPO, "fp32")]
-    results = {"machine": machine(), "before": args.before}
+             ("now: 2 passes, int8 (OpenVINO, the default)", now, "int8"),
+             ("now: 2 passes, fp32 (TensorFlow)", now, "fp32")]
+    paths = [path for path, name in zip(paths, ("before", "int8", "fp32")) if name in args.paths.split(",")]
+    results = {"machine": machine(), "before": args.before, "now": now_rev}
     with tempfile.TemporaryDirectory(prefix="imgsearch-bench-") as scratch:
         data = {label: Path(scratch) / str(i) for i, (label, _, _) in enumerate(paths)}
         if "query" in parts:
             results["query"] = [run_queries(label, environment(root, precision, data[label]), args.queries)
                                 for label, root, precision in paths]
+            if args.es_url:
+                for i, (label, root, precision) in enumerate(p for p in paths if p[2] != "fp32"):
+                    es_data = Path(scratch) / f"es{i}"
+                    try:
+                        results["query"].append(run_queries(f"{label}, Elasticsearch hnsw",
+                                                            environment(root, precision, es_data, args.es_url),
+                                                            args.queries))
+                    finally:
+                        index = f"bench-fast-path-{es_data.name}"
+                        requests.delete(f"{args.es_url}/{index},{index}_whitening?ignore_unavailable=true", timeout=60)
             print(table(["path", "p50 ms", "p95 ms", "server CPU ms/query", "top-1", "load before → after"],
                         [[r["path"], r["p50_ms"], r["p95_ms"], r["cpu_ms_per_query"], r["top1"],
                           f"{r['load_before']} → {r['load_after']}"] for r in results["query"]]), flush=True)
         if "ingest" in parts:
             rows = [run_ingest("the demo's model call (Keras predict per image, 224x224, no index)",
-                               environment(REPO, "fp32", data[paths[0][0]]), DEMO, str(COVERS / "Reference"),
+                               environment(REPO, "fp32", Path(scratch) / "demo"), DEMO, str(COVERS / "Reference"),
                                str(WEIGHTS))]
             for label, root, precision in paths:
                 code = INGEST_BEFORE if root == before else INGEST
@@ -241,7 +262,7 @@ def main() -> None:
             print(table(["path", "first query after process start, s (median of 3)", "runs", "load"],
                         [[r["path"], r["first_query_s_median"], r["runs_s"], r["load_before"]]
                          for r in results["cold"]]), flush=True)
-    write_json("fast_path.json", results)
+    write_json(f"fast_path-{args.parts.replace(',', '+')}-{args.paths.replace(',', '+')}.json", results)
 
 
 if __name__ == "__main__":
