@@ -7,6 +7,7 @@ here: callers run upkeep.WhiteningUpkeep.after_ingest() afterwards.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
@@ -124,14 +125,16 @@ class Ingester:
                             draft_size=224)
 
     def _documents(self, objects: list[StoredObject], decoded: list[DecodedImage]) -> list[ImageDocument]:
+        # OpenCV extracts the local features while the network runs: both release the GIL (docs/benchmarks.md)
+        features = _BESIDE_THE_NETWORK.submit(lambda: [self._local_features(d) for d in decoded])
         described = self.embedder.describe([d.image for d in decoded])
         whitening = self.whitening.current_whitening()
         vectors = whitening.apply(np.stack([d.raw for d in described]))  # (n, 512)
         return [ImageDocument(bucket=obj.bucket, key=obj.key, vector=vector, model_id=self.embedder.model_id,
                               etag=obj.etag, size=obj.size, width=d.width, height=d.height,
-                              content_type=d.content_type, local_features=self._local_features(d),
+                              content_type=d.content_type, local_features=local,
                               descriptors=descriptors.to_bytes(), whitening=whitening.id)
-                for obj, d, descriptors, vector in zip(objects, decoded, described, vectors)]
+                for obj, d, descriptors, vector, local in zip(objects, decoded, described, vectors, features.result())]
 
     def _documents_or_failures(self, objects: list[StoredObject], decoded: list[DecodedImage],
                                report: IndexReport) -> list[ImageDocument]:
@@ -150,6 +153,9 @@ class Ingester:
 
     def _local_features(self, decoded: DecodedImage) -> bytes | None:
         return local_features.encode(local_features.extract(decoded.image)) if self.settings.rerank else None
+
+
+_BESIDE_THE_NETWORK = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-features")
 
 
 def _unchanged(entry, obj: StoredObject, model_id: str) -> bool:
