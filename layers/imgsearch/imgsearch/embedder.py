@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import BadImageError
-from .networks import WEIGHTS_FILE_NAME, load_vgg19, open_trunk, preprocess_pixels  # noqa: F401  (re-exported)
+from .networks import open_trunk, preprocess_pixels
 from .whitening import DescriptorSet, unit_rows
 
 DIM = 512

@@ -29,7 +29,7 @@ class ImageSearch:
 
     def __init__(self, settings: Settings, *, embedder: Embedder | None = None, index: IndexBackend | None = None):
         if embedder is None:
-            from .embedder import Embedder  # TensorFlow: loaded by the processes that embed, when they start
+            from .embedder import Embedder  # the network runtime: loaded by the processes that embed, when they start
 
             embedder = Embedder.from_settings(settings)
         self.settings = settings
