@@ -3,9 +3,9 @@
 
 - `fp32`: TensorFlow/Keras, the reference path (the design's model; tests compare the other against it).
 - `int8`: OpenVINO running the same weights quantised post-training by NNCF (`imgsearch build-model`, a build
-  step: the converted model is an artefact made from the weights file, never committed). On these 2-core
-  AVX-512 VNNI CPUs it is about 5x faster than TensorFlow, and it never imports TensorFlow, so a cold start
-  skips TensorFlow's 3-5 s import. Its descriptors agree with fp32 at cosine >= 0.99 (tests/model, docs/).
+  step: the converted model is an artefact made from the weights file, never committed). It is about 5x
+  faster than TensorFlow on 2-core AVX-512 VNNI CPUs and 2.3x on AVX2-only ones (docs/benchmarks.md), and it
+  never imports TensorFlow, so a cold start skips TensorFlow's 3-5 s import. Its descriptors agree with fp32 at cosine >= 0.99 (tests/model, docs/).
 """
 
 from __future__ import annotations
