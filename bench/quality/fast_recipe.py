@@ -101,12 +101,11 @@ class Inliers:
 
 
 def recipe_vectors(runtime, doc_sizes, query_sizes, doc_levels=3, query_levels=5):
-    from imgsearch.embedder import region_maxima
-    from imgsearch.whitening import unit_rows
+    from imgsearch.embedder import raw_vector, region_maxima
 
     def raw_and_regions(split):
         per_size = [[region_maxima(m, doc_levels) for m in maps(runtime, s, split)] for s in doc_sizes]
-        raws = [unit_rows(np.sum([unit_rows(r.sum(0)) for r in regions], axis=0)) for regions in zip(*per_size)]
+        raws = [raw_vector(regions) for regions in zip(*per_size)]
         return np.stack(raws), [np.concatenate(regions) for regions in zip(*per_size)]
 
     doc_raw, doc_regions = raw_and_regions("Reference")
@@ -119,6 +118,7 @@ def recipe_vectors(runtime, doc_sizes, query_sizes, doc_levels=3, query_levels=5
 def compact(queries: np.ndarray, n_regions: int, how: str) -> np.ndarray:
     """A few vectors standing for a whitened query (row 0: itself, then its regions): what Elasticsearch's kNN
     clauses search with; the candidates they find are then scored with every row."""
+    from imgsearch.index.es_strategies import compact_queries
     from imgsearch.whitening import unit_rows
 
     regions = queries[1:]
@@ -126,12 +126,7 @@ def compact(queries: np.ndarray, n_regions: int, how: str) -> np.ndarray:
         return queries[:1]
     if how == "self+mean":
         return np.stack([queries[0], unit_rows(regions.sum(0))])
-    # "self+spread": the mean, then the regions least like what is already chosen (farthest-point sampling)
-    chosen = [queries[0], unit_rows(regions.sum(0))]
-    while len(chosen) < n_regions:
-        similarity = (regions @ np.stack(chosen).T).max(axis=1)
-        chosen.append(regions[int(np.argmin(similarity))])
-    return np.stack(chosen)
+    return compact_queries(queries, n_regions)  # "self+spread": what the Elasticsearch backend sends
 
 
 def evaluate(vectors, fitted_on, inl: Inliers, depth=20, min_inliers=15, candidates=None):

@@ -85,7 +85,7 @@ class Embedder:
                     for size in DOCUMENT_SIZES]
         described = []
         for regions in zip(*per_size):  # one tuple of (R_size, 512) arrays per image
-            raw = unit_rows(np.sum([unit_rows(r.sum(axis=0)) for r in regions], axis=0))
+            raw = raw_vector(regions)
             if not np.isfinite(raw).all() or np.linalg.norm(raw) < 0.5:
                 raise BadImageError("the image produced no features at all (a blank image?)")
             described.append(DescriptorSet(raw=raw, regions=np.concatenate(regions)))
@@ -108,6 +108,12 @@ class Embedder:
             if self._forward is None:
                 self._forward = open_trunk(self.precision, weights=self.weights, int8_model=self.int8_model)
             return self._forward
+
+
+def raw_vector(regions_per_size: Sequence[np.ndarray]) -> np.ndarray:
+    """A document's raw vector from its (R_size, 512) region maxima at each size: regions summed per size, the
+    sizes summed, unit length: (512,)."""
+    return unit_rows(np.sum([unit_rows(r.sum(axis=0)) for r in regions_per_size], axis=0))
 
 
 def region_boxes(h: int, w: int, levels: int) -> list[tuple[int, int, int, int]]:
