@@ -30,9 +30,14 @@
 ARG LAMBDA_BASE=public.ecr.aws/lambda/python:3.12.2025.04.01.18
 
 # Build stage: TensorFlow + NNCF turn the weights into the int8 model; none of it reaches the final images.
+# Its third-party packages come from infra/requirements/build-model.lock (extras model and build), as the final
+# images' do from image.lock: see below.
 FROM ${LAMBDA_BASE} AS int8-model
+COPY infra/requirements/build-model.lock /tmp/requirements/build-model.lock
+RUN pip install --no-cache-dir --require-hashes --no-deps -r /tmp/requirements/build-model.lock \
+    && rm -rf /tmp/requirements
 COPY layers/imgsearch /tmp/imgsearch
-RUN pip install --no-cache-dir "/tmp/imgsearch[model,build]" && rm -rf /tmp/imgsearch
+RUN pip install --no-cache-dir --no-deps --no-build-isolation /tmp/imgsearch && rm -rf /tmp/imgsearch
 ARG WEIGHTS_FILE=models/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5
 ARG CALIBRATION_DIR=models/calibration
 COPY ${WEIGHTS_FILE} /tmp/weights.h5
@@ -43,16 +48,18 @@ RUN IMGSEARCH_VGG19_WEIGHTS=/tmp/weights.h5 TF_CPP_MIN_LOG_LEVEL=2 \
 
 FROM ${LAMBDA_BASE} AS base
 
-# Dependencies first, from pyproject.toml alone, so editing the library's code does not re-download
-# them: an empty package with the real metadata pulls every dependency into a cached layer.
-COPY layers/imgsearch/pyproject.toml /tmp/imgsearch-deps/pyproject.toml
-RUN pip install --no-cache-dir "/tmp/imgsearch-deps[int8,serve]" \
-    && pip uninstall -y imgsearch \
-    && rm -rf /tmp/imgsearch-deps
+# Third-party dependencies first, from the lock alone, so editing the library's code does not re-download
+# them: infra/requirements/image.lock pins, with their hashes, everything the core (extras int8 and serve),
+# the functions' requirements.txt and the core's build backend need, for this base image's platform.
+# `infra/lock` writes it; `infra/lint` checks that it is current and audits it.
+COPY infra/requirements/image.lock /tmp/requirements/image.lock
+RUN pip install --no-cache-dir --require-hashes --no-deps -r /tmp/requirements/image.lock \
+    && rm -rf /tmp/requirements
 
-# The core library itself (installed, not editable: the image has no checkout).
+# The core library itself (installed, not editable: the image has no checkout), without its dependencies and
+# with the locked setuptools (no build isolation, so nothing unpinned is fetched).
 COPY layers/imgsearch /tmp/imgsearch
-RUN pip install --no-cache-dir --no-deps /tmp/imgsearch && rm -rf /tmp/imgsearch
+RUN pip install --no-cache-dir --no-deps --no-build-isolation /tmp/imgsearch && rm -rf /tmp/imgsearch
 
 COPY --from=int8-model /opt/models/ /opt/models/
 # IMGSEARCH_DATA_DIR: Lambda can write only under /tmp. IMGSEARCH_FUNCTIONS_DIR: where the `imgsearch` CLI
@@ -62,10 +69,7 @@ ENV IMGSEARCH_PRECISION=int8 \
     IMGSEARCH_DATA_DIR=/tmp/imgsearch \
     IMGSEARCH_FUNCTIONS_DIR=/opt/imgsearch/functions
 
-COPY functions/extract/requirements.txt /tmp/requirements/extract.txt
-COPY functions/search/requirements.txt /tmp/requirements/search.txt
-RUN pip install --no-cache-dir -r /tmp/requirements/extract.txt -r /tmp/requirements/search.txt \
-    && rm -rf /tmp/requirements
+# The functions' own dependencies (functions/*/requirements.txt) are in image.lock, installed above.
 COPY functions /opt/imgsearch/functions
 # A data folder for the non-root user (a named volume mounted here starts with this owner).
 RUN mkdir -p /var/lib/imgsearch && chown 1000:1000 /var/lib/imgsearch

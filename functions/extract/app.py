@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
@@ -74,10 +75,21 @@ def _reject(record: SQSRecord, change: ObjectChange | None, exc: Exception) -> N
     if not dlq_url:
         raise exc
     _sqs().send_message(QueueUrl=dlq_url, MessageBody=record.body, MessageAttributes={
-        "reason": {"DataType": "String", "StringValue": str(exc)[:1000] or type(exc).__name__},
-        "error": {"DataType": "String", "StringValue": type(exc).__name__},
-        **{name: {"DataType": "String", "StringValue": value} for name, value in where.items() if value},
+        "reason": _attribute(str(exc)[:1000] or type(exc).__name__),
+        "error": _attribute(type(exc).__name__),
+        **{name: _attribute(value) for name, value in where.items() if value},
     })
+
+
+# What SQS accepts in a message attribute (the body's characters): a key no object can have (a NUL, from a forged
+# event) must not make the dead letter itself fail, which would retry a permanent failure and lose its reason.
+_NOT_SQS_TEXT = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _attribute(value: str) -> dict:
+    """A String message attribute, with the characters SQS refuses written as escapes (NUL as \\x00)."""
+    text = _NOT_SQS_TEXT.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), value)
+    return {"DataType": "String", "StringValue": text}
 
 
 @functools.lru_cache(maxsize=1)

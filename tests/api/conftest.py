@@ -41,12 +41,13 @@ def seed_service(tmp_path_factory, embedder, weights_path, seed_dir, seed_paths)
 
 
 @pytest.fixture(scope="session")
-def api_server(search_module):
-    """The base URL of the app served over HTTP (whatever service is in use at the time of each request)."""
-    from chalice.config import Config
-    from chalice.local import LocalDevServer
+def api_server(search_module, seed_service):
+    """The base URL of the app served over HTTP as `imgsearch serve` serves it (whatever service is in use at
+    the time of each request)."""
+    from imgsearch.local import make_api_server
 
-    server = LocalDevServer(search_module.app, Config.create(), "127.0.0.1", 0)
+    server = make_api_server(search_module.app, "127.0.0.1", 0,
+                             max_body_bytes=search_module.inputs.max_body_bytes(seed_service.settings.max_image_bytes))
     thread = threading.Thread(target=server.server.serve_forever, name="search-api", daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server.server_address[1]}"

@@ -18,7 +18,7 @@ from imgsearch.errors import (ConfigError, ImageTooLargeError, IncompatibleIndex
 from imgsearch.events import MAX_RECORDS, UnrecognisedEventError, parse_notification
 from imgsearch.index.base import SearchRequest
 from imgsearch.local import load_function
-from imgsearch.options import MAX_PREFIX_BYTES, MAX_QUERY_VECTORS, MAX_RESULT_WINDOW, SearchOptions
+from imgsearch.options import MAX_PREFIX_LENGTH, MAX_QUERY_VECTORS, MAX_RESULT_WINDOW, SearchOptions
 from imgsearch.pipeline import ImageSearch
 from imgsearch.storage import MAX_KEY_BYTES, FolderStorage
 from imgsearch.storages import Storages
@@ -207,14 +207,14 @@ def test_settings_repr_hides_secrets():
 
 # -- caps in the core: whatever the entry point (API, CLI, a caller of the library) -------------------------------
 def test_a_prefix_is_at_most_a_keys_length():
-    assert MAX_PREFIX_BYTES == MAX_KEY_BYTES
-    for long in ("x" * (MAX_PREFIX_BYTES + 1), "é" * (MAX_PREFIX_BYTES // 2 + 1)):
+    assert MAX_PREFIX_LENGTH == MAX_KEY_BYTES  # characters: what the OpenAPI document's maxLength counts
+    for long in ("x" * (MAX_PREFIX_LENGTH + 1), "é" * (MAX_PREFIX_LENGTH + 1)):
         with pytest.raises(InvalidRequestError, match="prefix"):
             SearchOptions(key_prefix=long)
         with pytest.raises(InvalidRequestError, match="prefix"):
             SearchRequest(vector=np.zeros(512), key_prefix=long)
-    assert SearchOptions(key_prefix="x" * MAX_PREFIX_BYTES).key_prefix
-    assert SearchRequest(vector=np.zeros(512), key_prefix="é" * (MAX_PREFIX_BYTES // 2)).key_prefix
+    assert SearchOptions(key_prefix="x" * MAX_PREFIX_LENGTH).key_prefix
+    assert SearchRequest(vector=np.zeros(512), key_prefix="é" * MAX_PREFIX_LENGTH).key_prefix
 
 
 def test_a_search_carries_a_bounded_number_of_query_vectors():

@@ -20,6 +20,9 @@ CONTENT_TYPES = {
     "JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp",
     "GIF": "image/gif", "BMP": "image/bmp", "TIFF": "image/tiff",
 }
+# The longer side may be at most this many times the shorter. Past 1280:1 the local features' view of an image
+# (longer side 640 px, local_features.MAX_SIDE) would be 0 px wide, and nothing that thin is a picture to search.
+MAX_ASPECT_RATIO = 1000
 
 
 @dataclass(frozen=True)
@@ -60,11 +63,14 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, draft_size: in
             if width * height > max_pixels:
                 raise ImageTooLargeError(
                     f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
+            if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+                raise BadImageError(f"image is {width}x{height}: too thin to search (the longer side may be at "
+                                    f"most {MAX_ASPECT_RATIO} times the shorter)")
             fmt = image.format
             if draft_size and fmt in ("JPEG", "MPO"):
                 image.draft("RGB", (2 * draft_size, 2 * draft_size))
             image.load()
-            image = ImageOps.exif_transpose(image)
+            ImageOps.exif_transpose(image, in_place=True)  # not a copy of every image (bench/decode_memory.py)
             rgb = to_rgb(image)
     except (ImageTooLargeError, BadImageError):
         raise
@@ -72,8 +78,9 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, draft_size: in
         raise ImageTooLargeError(f"image is too large to decode safely: {exc}") from None
     except UnidentifiedImageError:
         raise BadImageError("not an image: the bytes match no supported image format") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        # Pillow reports truncated and corrupt data as OSError/SyntaxError with its own wording.
+    except (OSError, SyntaxError, ValueError, EOFError, RuntimeError) as exc:
+        # Pillow reports truncated and corrupt data as OSError/SyntaxError with its own wording (its AVIF
+        # plugin, which opens any "ftypavif" file before the format check, as RuntimeError).
         raise BadImageError(f"corrupt or truncated image: {exc}") from None
     return DecodedImage(image=rgb, format=fmt, content_type=CONTENT_TYPES[fmt])
 
@@ -95,11 +102,15 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
     # Pillow's own I;16 -> RGB conversion clips at 255 instead of scaling, which turns most photos white.
-    values = np.asarray(image, dtype=np.float64)
+    # One float32 copy, scaled in place: 16-bit values are exact in float32, and a 16-bit image at the pixel limit
+    # costs about 4 bytes per pixel here instead of 24 (docs/benchmarks.md, "Decoding hostile input").
+    values = np.array(image, dtype=np.float32)  # (h, w), a writable copy
     if image.mode == "F":
         low, high = float(np.nanmin(values)), float(np.nanmax(values))
-        scaled = (values - low) / (high - low or 1.0) * 255.0
-    else:
-        scaled = values / 257.0 if values.max(initial=0) > 255 else values
-    gray = np.clip(np.nan_to_num(scaled), 0, 255).astype(np.uint8)
+        values -= low
+        values *= 255.0 / (high - low or 1.0)
+    elif values.max(initial=0) > 255:
+        values /= 257.0
+    np.nan_to_num(values, copy=False)
+    gray = np.clip(values, 0, 255, out=values).astype(np.uint8)
     return Image.fromarray(gray).convert("RGB")  # 2-D uint8 is mode "L"

@@ -4,6 +4,7 @@
   message JSON, delete only what succeeded, leave the rest to the queue's redrive policy.
 - serve_webhook receives MinIO's webhook notifications and calls the same handler.
 - load_function imports a function's module (functions/extract/app.py, functions/search/app.py) by path.
+- make_api_server serves the search function over HTTP as `imgsearch serve` does.
 """
 
 from __future__ import annotations
@@ -43,6 +44,37 @@ def load_function(name: str, functions_dir: Path | None = None):
     sys.modules[module_name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def make_api_server(app, host: str, port: int, *, max_body_bytes: int):
+    """Chalice's local server for `app`, with what API Gateway does before a request reaches the function:
+    405 for methods no route has (http.server answers 501 to TRACE and the like), and a body over max_body_bytes (or a
+    Content-Length that is not a number) refused before it is read. Returns chalice's LocalDevServer."""
+    from chalice.config import Config
+    from chalice.local import ChaliceRequestHandler, LocalDevServer
+
+    class Handler(ChaliceRequestHandler):
+        def _refuse(self, status: int, message: str, headers: dict | None = None) -> None:
+            self.close_connection = True  # an unread body must not be taken for the next request
+            self._send_http_response(status, {**(headers or {}), "Connection": "close"},
+                                     json.dumps({"message": message, "code": "bad_request"}))
+
+        def _generic_handle(self) -> None:
+            declared = self.headers.get("content-length", "0").strip()
+            if not declared.isdigit():
+                return self._refuse(400, "Content-Length must be a whole number of bytes")
+            if int(declared) > max_body_bytes:
+                return self._refuse(413, f"the request body is over this service's {max_body_bytes} bytes")
+            super()._generic_handle()
+
+        do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _generic_handle
+
+        def __getattr__(self, name: str):  # http.server looks up do_<METHOD>: any other method (TRACE, ...)
+            if name.startswith("do_"):
+                return lambda: self._refuse(405, f"{self.command} is not allowed", {"Allow": "GET, POST"})
+            raise AttributeError(name)
+
+    return LocalDevServer(app, Config.create(), host, port, handler_cls=Handler)
 
 
 class LocalContext:

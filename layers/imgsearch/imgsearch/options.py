@@ -10,13 +10,20 @@ from .config import SEARCH_MODES
 from .errors import InvalidRequestError
 
 MAX_RESULT_WINDOW = 10_000  # Elasticsearch's index.max_result_window and its limit for knn k: page x page_size
-MAX_PREFIX_BYTES = 1024  # a key prefix is at most a key (storage.MAX_KEY_BYTES, S3's limit), in UTF-8 bytes
+# A prefix longer than any key (S3's 1024 bytes, storage.MAX_KEY_BYTES) matches nothing; counted in characters,
+# as the OpenAPI document's maxLength counts, which also bounds the bytes copied into every index request.
+MAX_PREFIX_LENGTH = 1024
 MAX_QUERY_VECTORS = 256  # rows of one query (a query image gives 1 + its R-MAC regions, a few dozen at most)
 DEFAULT_PAGE_SIZE = 10
 
 
+def max_page(page_size: int) -> int:
+    """The last page a page size can reach within the result window."""
+    return MAX_RESULT_WINDOW // page_size
+
+
 def check_search(*, min_score: float | None, page: int, page_size: int, mode: str | None,
-                 key_prefix: str | None = None, query_vectors: int = 1) -> None:
+                 key_prefix: str | None = None, query_vectors: int = 1, min_confidence: float | None = None) -> None:
     """The limits every search obeys (SearchOptions from adapters, SearchRequest to the index): the result
     window, the score range, the mode, the prefix's length and the number of query vectors."""
     if page < 1:
@@ -27,17 +34,20 @@ def check_search(*, min_score: float | None, page: int, page_size: int, mode: st
         raise InvalidRequestError(f"page x page_size must be at most {MAX_RESULT_WINDOW}; got {page} x {page_size}")
     if min_score is not None and not (math.isfinite(min_score) and -1.0 <= min_score <= 1.0):
         raise InvalidRequestError(f"min_score is a cosine similarity between -1 and 1, got {min_score}")
+    if min_confidence is not None and not (math.isfinite(min_confidence) and 0.0 <= min_confidence <= 1.0):
+        raise InvalidRequestError(f"min_confidence is between 0 and 1, got {min_confidence}")
     if mode is not None and mode not in SEARCH_MODES:
         raise InvalidRequestError(f"mode must be {' or '.join(SEARCH_MODES)}, got {mode!r}")
-    if key_prefix is not None and len(key_prefix.encode("utf-8", "surrogatepass")) > MAX_PREFIX_BYTES:
-        raise InvalidRequestError(f"prefix must be at most {MAX_PREFIX_BYTES} bytes of UTF-8 (a key's limit)")
+    if key_prefix is not None and len(key_prefix) > MAX_PREFIX_LENGTH:
+        raise InvalidRequestError(f"prefix must be at most {MAX_PREFIX_LENGTH} characters (a key's limit)")
     if not 1 <= query_vectors <= MAX_QUERY_VECTORS:
         raise InvalidRequestError(f"a search takes 1 to {MAX_QUERY_VECTORS} query vectors, got {query_vectors}")
 
 
 @dataclass(frozen=True)
 class SearchOptions:
-    """min_score: lowest cosine to return; page is 1-based; mode None and rerank None: the settings' default."""
+    """min_score: lowest cosine to return; min_confidence: lowest confidence (needs re-ranking); page is 1-based;
+    mode None and rerank None: the settings' default."""
 
     min_score: float | None = None
     page: int = 1
@@ -45,10 +55,11 @@ class SearchOptions:
     mode: str | None = None  # "exact" | "knn"
     key_prefix: str | None = None
     rerank: bool | None = None
+    min_confidence: float | None = None
 
     def __post_init__(self):
         check_search(min_score=self.min_score, page=self.page, page_size=self.page_size, mode=self.mode,
-                     key_prefix=self.key_prefix)
+                     key_prefix=self.key_prefix, min_confidence=self.min_confidence)
 
     @property
     def offset(self) -> int:
