@@ -19,6 +19,7 @@ from chalicelib import health as probes
 from chalicelib import inputs, openapi
 from chalicelib.errors import MissingApiKey, WrongApiKey, error_response, reshape_chalice_error
 from imgsearch import service
+from imgsearch.confidence import CONFIDENT
 from imgsearch.errors import ConfigError, ImgSearchError
 from imgsearch.storage import FolderStorage
 
@@ -149,7 +150,9 @@ def _content(ref: inputs.ImageRef) -> Response:
     data = storage.read(ref.key, max_bytes=search.settings.max_image_bytes)
     content_type = document.content_type if document.content_type in app.api.binary_types else \
         "application/octet-stream"
-    return Response(body=data, headers={"Content-Type": content_type, "Cache-Control": "private, max-age=300"})
+    # nosniff: a polyglot (a GIF that is also JavaScript, a JPEG with HTML appended) is only ever this type
+    return Response(body=data, headers={"Content-Type": content_type, "Cache-Control": "private, max-age=300",
+                                        "X-Content-Type-Options": "nosniff"})
 
 
 # -- service ---------------------------------------------------------------------------------------------
@@ -191,4 +194,5 @@ def index():
 
 @functools.lru_cache(maxsize=1)
 def _page() -> str:
-    return PAGE_FILE.read_text(encoding="utf-8")
+    """The page, with the confidence line the measurements chose (imgsearch.confidence) as its default."""
+    return PAGE_FILE.read_text(encoding="utf-8").replace("__CONFIDENT__", f"{CONFIDENT:.2f}")

@@ -1,8 +1,9 @@
 """The web page in a real browser: Debian's Chromium, driven by Selenium through Debian's chromedriver.
 
-Uploads a re-encoded seed image through the page's file input and expects its original first, with thumbnails
-loaded through the API (the embedded folder's file:// URLs cannot be opened from an http page).
-Leaves a screenshot in test-artifacts/page.png.
+Uploads a re-encoded seed image through the page's file input and expects its original first, as a verified
+match, with thumbnails loaded through the API (the embedded folder's file:// URLs cannot be opened from an http
+page); uploads a photo of nothing indexed and expects "no confident match" instead of a list of strangers.
+Leaves screenshots in test-artifacts/ (page.png, page-no-match.png).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from servers import unavailable
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
+SET_SLIDER = ("const s = document.getElementById('minConfidence'); s.value = arguments[0];"
+              "s.dispatchEvent(new Event('input'));")
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -59,6 +62,13 @@ def test_upload_through_the_page_finds_the_original(api, browser, seed_paths, tm
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#results .result .name"))
     names = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#results .result .name")]
     assert names[0] == original.name, names
+    # At the default minimum confidence only the original remains, shown as a verified match, in words.
+    assert names == [original.name]
+    assert browser.find_element(By.ID, "minConfidence").get_attribute("value") == "0.5"
+    first_verified = browser.find_element(By.CSS_SELECTOR, "#verifiedHits .result")
+    assert first_verified.find_element(By.CSS_SELECTOR, ".name").text == original.name
+    assert first_verified.find_element(By.CSS_SELECTOR, ".confidence").text == "Almost certain"
+    assert not browser.find_element(By.ID, "similarGroup").is_displayed()
     thumbnails_loaded = ("return [...document.querySelectorAll('#results img')]"
                          ".every(img => img.complete && img.naturalWidth > 0)")
     wait.until(lambda d: d.execute_script(thumbnails_loaded))
@@ -66,20 +76,46 @@ def test_upload_through_the_page_finds_the_original(api, browser, seed_paths, tm
     assert "image/content?" in first.get_attribute("href")  # clicking opens the full image through the API
     assert browser.find_element(By.ID, "message").text == ""  # no error shown
 
-    # The slider at 0 shows every seed image, still with the original first.
-    set_slider = ("const s = document.getElementById('minScore'); s.value = arguments[0];"
-                  "s.dispatchEvent(new Event('input'));")
-    browser.execute_script(set_slider, "0")
+    # The slider at 0 shows every seed image, still with the original first; the others merely look similar.
+    browser.execute_script(SET_SLIDER, "0")
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .result")) == len(seed_paths))
     assert browser.find_element(By.CSS_SELECTOR, "#results .result .name").text == original.name
+    others = browser.find_elements(By.CSS_SELECTOR, "#similarHits .result .confidence")
+    assert len(others) == len(seed_paths) - 1 and {e.text for e in others} <= {"Unlikely", "Possible"}
     wait.until(lambda d: d.execute_script(thumbnails_loaded))
     ARTIFACTS.mkdir(exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "page.png"))
 
-    # The slider at its top: nothing is that similar, and the page says so.
-    browser.execute_script(set_slider, "1")
-    wait.until(lambda d: "Nothing similar enough" in d.find_element(By.ID, "message").text)
+    # The slider at its top: nothing is that sure, and the page says so.
+    browser.execute_script(SET_SLIDER, "1")
+    wait.until(lambda d: "No confident match" in d.find_element(By.ID, "message").text)
     assert browser.find_elements(By.CSS_SELECTOR, "#results .result") == []
+
+
+def test_a_photo_of_nothing_indexed_gets_no_confident_match(api, browser, tmp_path):
+    """A photo of something not in the index (a smooth synthetic scene, nothing like the seed photos): the
+    page says so instead of listing strangers, and still offers them one slider move away."""
+    from PIL import Image, ImageDraw
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    scene = Image.new("RGB", (640, 480), (40, 90, 160))
+    draw = ImageDraw.Draw(scene)
+    for i in range(12):
+        draw.ellipse([40 * i, 30 * i, 40 * i + 120, 30 * i + 90], fill=(200 - 12 * i, 60 + 10 * i, 30))
+    query = tmp_path / "elsewhere.jpg"
+    scene.save(query, quality=90)
+    browser.get(api + "/")
+    WebDriverWait(browser, 30).until(lambda d: "indexed" in d.find_element(By.ID, "stats").text)
+    browser.find_element(By.ID, "file").send_keys(str(query))
+    wait = WebDriverWait(browser, 120)
+    wait.until(lambda d: "No confident match" in d.find_element(By.ID, "message").text)
+    assert browser.find_elements(By.CSS_SELECTOR, "#results .result") == []
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "page-no-match.png"))
+    browser.execute_script(SET_SLIDER, "0")
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#similarHits .result"))
+    assert browser.find_elements(By.CSS_SELECTOR, "#verifiedHits .result") == []
 
 
 def test_page_shows_the_api_error_message(api, browser, tmp_path):

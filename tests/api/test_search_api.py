@@ -18,9 +18,10 @@ from PIL import Image
 
 from helpers import reencoded_copy
 from imgsearch import service as holder
-from imgsearch.options import MAX_PREFIX_BYTES, MAX_RESULT_WINDOW
+from imgsearch.options import MAX_PREFIX_LENGTH, max_page
 
-HIT_FIELDS = {"score", "key", "bucket", "url", "size", "width", "height", "content_type", "id", "inliers", "verified"}
+HIT_FIELDS = {"score", "key", "bucket", "url", "size", "width", "height", "content_type", "id", "inliers", "verified",
+              "confidence"}
 TIMEOUT = 120
 
 
@@ -116,6 +117,18 @@ def test_rerank_confirms_the_original_and_can_be_switched_off(api, seed_paths):
     assert verified[0]["inliers"] >= 15 and not any(h["verified"] for h in verified[1:])
     plain = upload(api, reencoded_copy(seed_paths[2]), params={"rerank": "false"}).json()["hits"]
     assert plain[0]["key"] == seed_paths[2].name and {h["verified"] for h in plain} == {None}
+    assert {h["confidence"] for h in plain} == {None}
+
+
+def test_confidence_orders_the_hits_and_min_confidence_keeps_the_sure_ones(api, seed_paths):
+    body = upload(api, reencoded_copy(seed_paths[3]), params={"page_size": "10"}).json()
+    confidences = [h["confidence"] for h in body["hits"]]
+    assert body["hits"][0]["key"] == seed_paths[3].name and confidences[0] > 0.9
+    assert confidences == sorted(confidences, reverse=True) and max(confidences[1:]) < 0.5
+    sure = upload(api, reencoded_copy(seed_paths[3]), params={"min_confidence": "0.5"}).json()
+    assert hit_keys(sure) == [seed_paths[3].name] and sure["total"] == 1
+    refused = upload(api, reencoded_copy(seed_paths[3]), params={"min_confidence": "0.5", "rerank": "false"})
+    assert refused.status_code == 400 and "min_confidence" in refused.json()["message"]
 
 
 def test_prefix_limits_keys(api, seed_paths):
@@ -308,9 +321,8 @@ def test_openapi_document_is_valid_and_matches_the_routes(api, search_module, se
     page_size = document["components"]["parameters"]["PageSize"]["schema"]
     assert page_size["maximum"] == seed_service.settings.max_page_size
     parameters = document["components"]["parameters"]  # the rules the server enforces are stated
-    assert parameters["Prefix"]["schema"]["maxLength"] == MAX_PREFIX_BYTES
-    assert all(f"page x page_size must be at most {MAX_RESULT_WINDOW}" in parameters[name]["description"]
-               for name in ("Page", "PageSize"))
+    assert parameters["Prefix"]["schema"]["maxLength"] == MAX_PREFIX_LENGTH
+    assert parameters["Page"]["schema"]["maximum"] == max_page(page_size["maximum"])
     for path, item in document["paths"].items():  # every route says what its errors look like
         for method, operation in item.items():
             if path not in ("/", "/health"):

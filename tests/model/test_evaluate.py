@@ -24,9 +24,13 @@ def test_eval_scores_a_dataset_through_the_product_paths(settings, weights_path,
     rows.append(f"other/{seed_paths[0].name},references/{seed_paths[0].name}")  # filtered out by the prefix
     (dataset / "groundtruth.csv").write_text("\n".join(rows) + "\n")
 
-    report = evaluate(dataset, settings, query_prefix="queries/")
+    report = evaluate(dataset, settings, query_prefix="queries/", leave_out=True)
     assert (report["queries"], report["references"]) == (len(seed_paths), len(seed_paths))
     assert report["top1"] == report["mrr"] == 1.0  # every copy finds its original first
+    # ... confidently and verified, while none of the other (unrelated) photos is; left out, nothing is confident
+    assert report["confident_top1"] == report["verified_precision"] == 1.0
+    assert report["wrong_verified_per_100_queries"] == report["left_out_wrong_verified_per_100_queries"] == 0
+    assert report["left_out_no_confident_match"] == 1.0 and report["confidence_ece"] < 0.1
     assert report["ingest_images_per_s"] > 0 and 0 < report["query_ms_p50"] <= report["query_ms_p95"]
     assert report["whitening"].startswith("none")  # five images: too few to learn a whitening from
     assert "top1" in format_report(report) and report["model_id"] in format_report(report)

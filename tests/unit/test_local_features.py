@@ -23,9 +23,35 @@ def test_encoding_round_trips_and_foreign_blobs_are_ignored():
     assert lf.decode(b"XYZ" + blob[3:]) is None and lf.decode(blob[:-1]) is None
 
 
-def test_rerank_order_moves_only_convincing_candidates():
-    assert lf.rerank_order([0, 3, 40, 16, 40], min_inliers=15) == [2, 4, 3, 0, 1]
-    assert lf.rerank_order([3, 14, 0], min_inliers=15) == [0, 1, 2]  # nobody convincing: global order stays
+def _match(homography, inliers=40, spread=0.3):
+    box = np.array([[0, 0], [100, 0], [100, 100], [0, 100]], dtype=np.float32)
+    h = np.asarray(homography, dtype=np.float64)
+    mapped = np.c_[box, np.ones(4)] @ h.T
+    return lf.Match(inliers=inliers, matches=inliers + 10, homography=h, query_spread=spread,
+                    candidate_spread=spread, outline=mapped[:, :2] / mapped[:, 2:])
+
+
+def test_only_a_plausible_view_of_a_flat_object_is_verified():
+    from imgsearch import confidence
+
+    assert confidence.verified(_match([[0.8, 0.1, 5], [-0.1, 0.9, 3], [1e-4, 0, 1]]), 15)  # a tilted photo
+    assert not confidence.verified(_match([[-1, 0, 100], [0, 1, 0], [0, 0, 1]]), 15)  # mirrored
+    assert not confidence.verified(_match([[0.01, 0, 0], [0, 0.01, 0], [0, 0, 1]]), 15)  # collapsed to a dot
+    assert not confidence.verified(_match([[10, 0, 0], [0, 0.2, 0], [0, 0, 1]]), 15)  # stretched 50 to 1
+    assert not confidence.verified(_match([[1, 0, 0], [0, 1, 0], [-0.015, 0, 1]]), 15)  # folded: a twisted outline
+    assert not confidence.verified(_match(np.eye(3), spread=0.001), 15)  # all inliers in one spot
+    assert not confidence.verified(_match(np.eye(3), inliers=14), 15)
+    assert not confidence.verified(lf.NO_MATCH, 15)
+
+
+def test_confidence_grows_with_the_inliers_and_never_falls_with_the_cosine():
+    from imgsearch import confidence
+
+    values = [confidence.confidence(cos, _match(np.eye(3), inliers=n)) for cos in (0.2, 0.5) for n in (0, 10, 40)]
+    assert all(0 <= v <= 1 for v in values)
+    assert values[0] < values[1] < values[2] and values[3] < values[4] < values[5]
+    assert values[0] <= values[3] and values[2] <= values[5]  # never down with the cosine
+    assert confidence.confidence(0.9, lf.NO_MATCH) == confidence.confidence(0.9, _match(np.eye(3), spread=0))
 
 
 def covers(*numbers):

@@ -18,7 +18,7 @@ from urllib.parse import unquote
 
 from imgsearch.config import SEARCH_MODES, Settings
 from imgsearch.errors import ImageTooLargeError
-from imgsearch.options import DEFAULT_PAGE_SIZE, MAX_RESULT_WINDOW, SearchOptions
+from imgsearch.options import DEFAULT_PAGE_SIZE, SearchOptions, max_page
 from imgsearch.storage import canonical_bucket
 
 from .errors import BadRequest, UnsupportedMediaType
@@ -77,14 +77,17 @@ def read_upload(request, *, max_bytes: int) -> Upload:
     return Upload(image, fields)
 
 
-def _check_body_size(size: int, mime: str, max_bytes: int) -> None:
+def max_body_bytes(max_bytes: int, mime: str = JSON) -> int:
+    """The largest body that can carry an image of max_bytes as `mime` (JSON, the default, is the largest)."""
     if mime == JSON:
-        allowed = math.ceil(max_bytes / 3) * 4 + _ENVELOPE  # base64 grows the image by 4/3
-    elif mime == MULTIPART:
-        allowed = max_bytes + _ENVELOPE
-    else:
-        allowed = max_bytes
-    if size > allowed:
+        return math.ceil(max_bytes / 3) * 4 + _ENVELOPE  # base64 grows the image by 4/3
+    if mime == MULTIPART:
+        return max_bytes + _ENVELOPE
+    return max_bytes
+
+
+def _check_body_size(size: int, mime: str, max_bytes: int) -> None:
+    if size > max_body_bytes(max_bytes, mime):
         raise ImageTooLargeError(_too_large("the request body", size, max_bytes))
 
 
@@ -139,14 +142,16 @@ def query_params(request) -> dict[str, str]:
 
 # -- search parameters -------------------------------------------------------------------------------------
 def search_options(fields: Mapping[str, Any], *, max_page_size: int) -> SearchOptions:
-    """/search, /similar: min_score, page, page_size, mode, prefix, rerank (the core checks the page window)."""
+    """/search, /similar: min_score, min_confidence, page, page_size, mode, prefix, rerank. Pages stop at max_page(max_page_size),
+    a bound the OpenAPI document can state, so any page of any size stays inside the core's result window."""
     return SearchOptions(
         min_score=number(fields, "min_score", -1.0, 1.0),
-        page=integer(fields, "page", 1, MAX_RESULT_WINDOW, default=1),
+        page=integer(fields, "page", 1, max_page(max_page_size), default=1),
         page_size=integer(fields, "page_size", 1, max_page_size, default=min(DEFAULT_PAGE_SIZE, max_page_size)),
         mode=choice(fields, "mode", SEARCH_MODES),
         key_prefix=_text(fields.get("prefix")) or None,
         rerank=boolean(fields, "rerank"),
+        min_confidence=number(fields, "min_confidence", 0.0, 1.0),
     )
 
 
@@ -154,7 +159,7 @@ def demo_options(fields: Mapping[str, Any], *, max_page_size: int) -> SearchOpti
     """/searchByImage keeps the original demo's names and defaults: score (0.8), page (1-based), pageSize (10)."""
     return SearchOptions(
         min_score=number(fields, "score", -1.0, 1.0, default=0.8),
-        page=integer(fields, "page", 1, MAX_RESULT_WINDOW, default=1),
+        page=integer(fields, "page", 1, max_page(max_page_size), default=1),
         page_size=integer(fields, "pageSize", 1, max_page_size, default=min(DEFAULT_PAGE_SIZE, max_page_size)),
     )
 
@@ -165,13 +170,10 @@ def _text(value: Any) -> str | None:
     return value.strip() if isinstance(value, str) else str(value)
 
 
-def _present(fields: Mapping[str, Any], name: str) -> Any:
-    value = fields.get(name)
-    return None if value is None or (isinstance(value, str) and not value.strip()) else value
-
-
+# A parameter is absent only when missing (None): any value, an empty one too, must be valid or is a 400, so the
+# server accepts exactly what the OpenAPI document describes.
 def number(fields: Mapping[str, Any], name: str, low: float, high: float, *, default: float | None = None):
-    value = _present(fields, name)
+    value = fields.get(name)
     if value is None:
         return default
     try:
@@ -186,7 +188,7 @@ def number(fields: Mapping[str, Any], name: str, low: float, high: float, *, def
 
 
 def integer(fields: Mapping[str, Any], name: str, low: int, high: int, *, default: int) -> int:
-    value = _present(fields, name)
+    value = fields.get(name)
     if value is None:
         return default
     try:
@@ -201,17 +203,16 @@ def integer(fields: Mapping[str, Any], name: str, low: int, high: int, *, defaul
 
 
 def boolean(fields: Mapping[str, Any], name: str) -> bool | None:
-    value = _present(fields, name)
+    value = fields.get(name)
     if value is None or isinstance(value, bool):
         return value
-    text = str(value).strip().lower()
-    if text not in ("true", "false", "1", "0"):
+    if value not in ("true", "false"):
         raise BadRequest(f"{name} must be true or false, got {value!r}")
-    return text in ("true", "1")
+    return value == "true"
 
 
 def choice(fields: Mapping[str, Any], name: str, allowed: tuple[str, ...]) -> str | None:
-    value = _text(_present(fields, name))
+    value = fields.get(name)
     if value is not None and value not in allowed:
         raise BadRequest(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
     return value
@@ -233,7 +234,7 @@ def image_ref(request, settings: Settings, path_key: str | None = None) -> Image
     key = unquote(path_key) if path_key is not None else params.get("key")
     if not key:
         raise BadRequest("say which image: /images/{key} with the key percent-encoded, or ?key=")
-    bucket = (params.get("bucket") or settings.bucket or "").strip()
+    bucket = (params.get("bucket") or "").strip() or settings.bucket
     if not bucket:
         raise BadRequest("say which bucket or folder the image is in: ?bucket= (no IMGSEARCH_BUCKET is set)")
     return ImageRef(canonical_bucket(bucket), key)

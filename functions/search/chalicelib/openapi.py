@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import copy
 
-from imgsearch.options import DEFAULT_PAGE_SIZE, MAX_PREFIX_BYTES, MAX_RESULT_WINDOW
+from imgsearch.confidence import CONFIDENT
+from imgsearch.options import DEFAULT_PAGE_SIZE, MAX_PREFIX_LENGTH, MAX_RESULT_WINDOW, max_page
+from imgsearch.storage import MAX_KEY_BYTES
 
 from .inputs import IMAGE_TYPES
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
+_PAGE_RULE = (f"pages stop where page x page_size would pass {MAX_RESULT_WINDOW} hits, at the maximum stated here "
+              "(the largest page size's last page); 400 beyond")
+# canonical_bucket's rule: empty (the default), an absolute folder path, or an S3 bucket name (s3:// allowed),
+# spaces around ignored.
+_BUCKET_PATTERN = r"^\s*(|/[^\u0000]*|(s3://)?[A-Za-z0-9][A-Za-z0-9._-]{1,254}/*)\s*$"
 
 
 def _error(description: str) -> dict:
@@ -34,14 +41,15 @@ _UPLOAD_BODY = {
     "content": {
         "multipart/form-data": {"schema": {
             "type": "object", "required": ["file"],
-            "properties": {"file": {"type": "string", "format": "binary", "description": "the image"}},
-            "additionalProperties": {"type": "string"}}},
+            "properties": {"file": {"type": "string", "format": "binary", "minLength": 1,
+                                    "description": "the image"}},
+            "additionalProperties": True}},
         "application/json": {"schema": {
             "type": "object", "required": ["image"],
-            "properties": {"image": {"type": "string", "format": "byte",
+            "properties": {"image": {"type": "string", "format": "byte", "minLength": 1,
                                      "description": "the image, base64 (a data: URL is accepted too)"}},
             "additionalProperties": True}},
-        **{mime: {"schema": {"type": "string", "format": "binary"}}
+        **{mime: {"schema": {"type": "string", "format": "binary", "minLength": 1}}
            for mime in (*IMAGE_TYPES, "application/octet-stream")},
     },
 }
@@ -61,7 +69,8 @@ _LOOKUP_ERRORS = {
     "404": _ref("responses", "NotFound"),
     "503": _ref("responses", "Unavailable"),
 }
-_SEARCH_PARAMS = [_ref("parameters", name) for name in ("MinScore", "Page", "PageSize", "Mode", "Prefix", "Rerank")]
+_SEARCH_PARAMS = [_ref("parameters", name)
+                  for name in ("MinScore", "MinConfidence", "Page", "PageSize", "Mode", "Prefix", "Rerank")]
 _BY_PATH = [_ref("parameters", "KeyInPath"), _ref("parameters", "Bucket")]
 _BY_QUERY = [_ref("parameters", "KeyInQuery"), _ref("parameters", "Bucket")]
 
@@ -118,11 +127,9 @@ OPENAPI: dict = {
             "parameters": [
                 {"name": "score", "in": "query", "description": "lowest cosine similarity to return",
                  "schema": {"type": "number", "minimum": -1, "maximum": 1, "default": 0.8}},
-                {"name": "page", "in": "query", "description": "1-based page number; page x pageSize must be at "
-                 f"most {MAX_RESULT_WINDOW} (400 otherwise)",
+                {"name": "page", "in": "query", "description": f"1-based page number; {_PAGE_RULE}",
                  "schema": {"type": "integer", "minimum": 1, "default": 1}},
-                {"name": "pageSize", "in": "query", "description": "hits per page; page x pageSize must be at most "
-                 f"{MAX_RESULT_WINDOW} (400 otherwise)",
+                {"name": "pageSize", "in": "query", "description": "hits per page",
                  "schema": {"type": "integer", "minimum": 1, "default": DEFAULT_PAGE_SIZE}}],
             "requestBody": _UPLOAD_BODY,
             "responses": {"200": _json({"type": "array", "items": _ref("schemas", "DemoHit")}, "hits, best first"),
@@ -156,27 +163,34 @@ OPENAPI: dict = {
         "parameters": {
             "MinScore": {"name": "min_score", "in": "query", "description": "lowest cosine similarity to return",
                          "schema": {"type": "number", "minimum": -1, "maximum": 1}},
-            "Page": {"name": "page", "in": "query", "description": "1-based page number; page x page_size must be "
-                     f"at most {MAX_RESULT_WINDOW} (400 otherwise)",
+            "MinConfidence": {"name": "min_confidence", "in": "query", "description": "lowest confidence to "
+                              f"return; {CONFIDENT} and up is a confident match. Needs re-ranking (400 with "
+                              "rerank=false)", "schema": {"type": "number", "minimum": 0, "maximum": 1}},
+            "Page": {"name": "page", "in": "query", "description": f"1-based page number; {_PAGE_RULE}",
                      "schema": {"type": "integer", "minimum": 1, "default": 1}},
-            "PageSize": {"name": "page_size", "in": "query", "description": "hits per page; page x page_size must "
-                         f"be at most {MAX_RESULT_WINDOW} (400 otherwise)",
+            "PageSize": {"name": "page_size", "in": "query", "description": "hits per page",
                          "schema": {"type": "integer", "minimum": 1, "default": DEFAULT_PAGE_SIZE}},
             "Mode": {"name": "mode", "in": "query", "description": "exact (brute force) or knn (approximate); "
                      "default: the service's IMGSEARCH_SEARCH_MODE", "schema": {"type": "string",
                                                                                  "enum": ["exact", "knn"]}},
             "Prefix": {"name": "prefix", "in": "query", "description": "only keys starting with this; at most "
-                       f"{MAX_PREFIX_BYTES} bytes of UTF-8, a key's limit (400 otherwise)",
-                       "schema": {"type": "string", "maxLength": MAX_PREFIX_BYTES}},
+                       f"{MAX_PREFIX_LENGTH} characters, a key's limit (400 otherwise)",
+                       "schema": {"type": "string", "maxLength": MAX_PREFIX_LENGTH}},
             "Rerank": {"name": "rerank", "in": "query", "description": "verify the best candidates with local "
                        "features and put the geometrically confirmed ones first; default: IMGSEARCH_RERANK",
                        "schema": {"type": "boolean"}},
             "Bucket": {"name": "bucket", "in": "query", "description": "the bucket (or absolute folder path) the "
-                       "image is in; default: the service's IMGSEARCH_BUCKET", "schema": {"type": "string"}},
+                       "image is in; default: the service's IMGSEARCH_BUCKET. A bucket this service does not "
+                       "serve (IMGSEARCH_ALLOWED_BUCKETS) is 404, a name no bucket can have 400",
+                       "schema": {"type": "string", "pattern": _BUCKET_PATTERN}},
             "KeyInPath": {"name": "key", "in": "path", "required": True,
-                          "description": "the object key, percent-encoded ('/' as %2F)", "schema": {"type": "string"}},
-            "KeyInQuery": {"name": "key", "in": "query", "required": True, "description": "the object key",
-                           "schema": {"type": "string"}},
+                          "description": f"the object key, percent-encoded ('/' as %2F); a key longer than "
+                                         f"{MAX_KEY_BYTES} bytes of UTF-8 or holding NUL is no image's (404)",
+                          "schema": {"type": "string", "minLength": 1}},
+            "KeyInQuery": {"name": "key", "in": "query", "required": True,
+                           "description": f"the object key; a key longer than {MAX_KEY_BYTES} bytes of UTF-8 "
+                                          "or holding NUL is no image's (404)",
+                           "schema": {"type": "string", "minLength": 1}},
         },
         "responses": {
             "BadRequest": _error("a parameter is missing or out of range, or the body has no image"),
@@ -204,7 +218,12 @@ OPENAPI: dict = {
                 "inliers": {"type": "integer", "nullable": True,
                             "description": "matches agreeing on one homography (re-ranked hits only)"},
                 "verified": {"type": "boolean", "nullable": True,
-                             "description": "enough inliers to confirm the same object (re-ranked hits only)"}}},
+                             "description": "the same object, confirmed: enough inliers of a plausible view, spread "
+                                            "over both images (re-ranked hits only)"},
+                "confidence": {"type": "number", "minimum": 0, "maximum": 1, "nullable": True,
+                               "description": "how likely the hit shows what the query shows, calibrated (0.9: about "
+                                              f"9 in 10 such hits are right); {CONFIDENT} and up: a confident match. "
+                                              "Hits are ordered by it; null without re-ranking"}}},
             "SearchResults": {"type": "object", "required": ["hits", "total", "page", "page_size", "took_ms"],
                               "properties": {
                                   "hits": {"type": "array", "items": _ref("schemas", "Hit")},
@@ -238,7 +257,8 @@ def document(*, base_path: str = "/", max_page_size: int, max_image_bytes: int) 
     doc = copy.deepcopy(OPENAPI)
     doc["servers"] = [{"url": base_path or "/"}]
     doc["components"]["parameters"]["PageSize"]["schema"]["maximum"] = max_page_size
-    doc["components"]["parameters"]["Page"]["schema"]["maximum"] = MAX_RESULT_WINDOW
+    doc["components"]["parameters"]["Page"]["schema"]["maximum"] = max_page(max_page_size)
+    doc["paths"]["/searchByImage"]["post"]["parameters"][1]["schema"]["maximum"] = max_page(max_page_size)
     doc["paths"]["/searchByImage"]["post"]["parameters"][2]["schema"]["maximum"] = max_page_size
     doc["components"]["responses"]["TooLarge"]["description"] += f" ({max_image_bytes} bytes)"
     return doc

@@ -94,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     p = commands.add_parser("eval", help="retrieval quality on a dataset with groundtruth.csv")
     p.add_argument("dataset", type=Path)
     p.add_argument("--queries", help="only queries whose path starts with this (e.g. E63/)")
+    p.add_argument("--leave-out", action="store_true", help="also search each query with its relevant images "
+                                                            "left out: how often the answer is 'no confident match'")
     _rerank_option(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_eval)
@@ -110,6 +112,8 @@ def _search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", "--page-size", dest="page_size", type=int, default=10, help="hits per page")
     p.add_argument("--page", type=int, default=1, help="1-based page number")
     p.add_argument("--min-score", type=float, help="lowest cosine similarity to return (-1..1)")
+    p.add_argument("--min-confidence", type=float, help="lowest confidence to return (0..1; 0.5 and up: a "
+                                                        "confident match; needs re-ranking)")
     p.add_argument("--mode", choices=SEARCH_MODES, help="exact or knn [IMGSEARCH_SEARCH_MODE]")
     p.add_argument("--prefix", help="only keys starting with this")
     _rerank_option(p)
@@ -191,7 +195,7 @@ def _options(args):
     from .options import SearchOptions
 
     return SearchOptions(min_score=args.min_score, page=args.page, page_size=args.page_size, mode=args.mode,
-                         key_prefix=args.prefix, rerank=args.rerank)
+                         key_prefix=args.prefix, rerank=args.rerank, min_confidence=args.min_confidence)
 
 
 def _print_results(results, as_json: bool) -> None:
@@ -200,9 +204,12 @@ def _print_results(results, as_json: bool) -> None:
         return
     first = (results.page - 1) * results.page_size
     print(f"{results.total} hits (page {results.page}, {results.took_ms:.0f} ms)")
+    if not results.hits and results.page == 1:
+        print("  no match: nothing indexed reaches the minimum you asked for")
     for rank, hit in enumerate(results.hits, start=first + 1):
+        confidence = "" if hit.confidence is None else f"  confidence {hit.confidence:.2f}"
         verified = f"  verified ({hit.inliers} inliers)" if hit.verified else ""
-        print(f"{rank:>4}  {hit.score:.4f}  {hit.key}  {hit.url or '(bucket not served)'}{verified}")
+        print(f"{rank:>4}  {hit.score:.4f}  {hit.key}  {hit.url or '(bucket not served)'}{confidence}{verified}")
 
 
 def cmd_stats(args, settings: Settings) -> int:
@@ -216,15 +223,13 @@ def cmd_refit(args, settings: Settings) -> int:
 
 
 def cmd_serve(args, settings: Settings) -> int:
-    from chalice.config import Config
-    from chalice.local import LocalDevServer
-
     from . import service
-    from .local import load_function
+    from .local import load_function, make_api_server
 
     module = load_function("search", settings.functions_dir)
     service.use(_service(settings.replace(bucket=_bucket_arg(args.bucket))))  # served besides the allowlist
-    server = LocalDevServer(module.app, Config.create(), args.host, args.port)
+    server = make_api_server(module.app, args.host, args.port,
+                             max_body_bytes=module.inputs.max_body_bytes(settings.max_image_bytes))
     print(f"serving the search API and page on http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
     server.server.serve_forever()
     return 0
@@ -273,7 +278,8 @@ def cmd_build_model(args, settings: Settings) -> int:
 def cmd_eval(args, settings: Settings) -> int:
     from .evaluate import evaluate, format_report
 
-    report = evaluate(args.dataset, settings.replace(rerank=args.rerank), query_prefix=args.queries)
+    report = evaluate(args.dataset, settings.replace(rerank=args.rerank), query_prefix=args.queries,
+                      leave_out=args.leave_out)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 

@@ -48,7 +48,7 @@ def extract(image: Image.Image) -> LocalFeatures:
     gray = np.asarray(image.convert("L"))  # (h, w) uint8
     scale = min(1.0, MAX_SIDE / max(gray.shape))
     if scale < 1.0:
-        gray = cv2.resize(gray, (round(gray.shape[1] * scale), round(gray.shape[0] * scale)),
+        gray = cv2.resize(gray, (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale))),
                           interpolation=cv2.INTER_AREA)
     keypoints, sift = cv2.SIFT_create(nfeatures=NFEATURES).detectAndCompute(gray, None)
     if sift is None or not keypoints:
@@ -78,16 +78,33 @@ def decode(blob: bytes | None) -> LocalFeatures | None:
     return LocalFeatures(xy, descriptors)
 
 
-def inliers(query: LocalFeatures, candidates: list[LocalFeatures | None], *, min_matches: int = 4) -> list[int]:
-    """For each candidate, how many ratio-test matches agree on one RANSAC homography (0 for None).
+@dataclass(frozen=True)
+class Match:
+    """What geometric verification found between the query and one candidate. Positions are in the shrunk images
+    (MAX_SIDE); homography maps query points onto the candidate."""
+
+    inliers: int = 0  # ratio-test matches that agree on one RANSAC homography
+    matches: int = 0  # ratio-test matches
+    homography: np.ndarray | None = None  # (3, 3)
+    query_spread: float = 0.0  # area of the inliers' convex hull / that of all the query's keypoints
+    candidate_spread: float = 0.0  # the same in the candidate
+    outline: np.ndarray | None = None  # (4, 2) the query keypoints' bounding box, mapped into the candidate
+
+
+NO_MATCH = Match()
+
+
+def verify(query: LocalFeatures, candidates: list[LocalFeatures | None], *, min_matches: int = 4) -> list[Match]:
+    """For each candidate, the ratio-test matches and those that agree on one RANSAC homography (NO_MATCH for
+    None).
 
     All descriptor matching is one matrix product: rows are unit length, so squared distance = 2 - 2 cos.
     Candidates with fewer than min_matches matches skip RANSAC, the expensive part: they could not pass anyway.
     """
-    counts = [0] * len(candidates)
+    found = [NO_MATCH] * len(candidates)
     present = [(i, c) for i, c in enumerate(candidates) if c is not None and len(c) >= 2]
     if len(query) < 2 or not present:
-        return counts
+        return found
     cv2 = _cv2()
     q = unit_rows(query.descriptors)  # (nq, 128)
     similarity = q @ unit_rows(np.concatenate([c.descriptors for _, c in present])).T  # (nq, sum of sizes)
@@ -101,17 +118,37 @@ def inliers(query: LocalFeatures, candidates: list[LocalFeatures | None], *, min
         block[rows, best] = -2.0
         second = block.max(axis=1)
         good = (2 - 2 * first) < RATIO ** 2 * (2 - 2 * second)  # Lowe's ratio test on squared distances
-        if good.sum() < max(4, min_matches):
+        matches = int(good.sum())
+        if matches < max(4, min_matches):
+            found[i] = Match(matches=matches)
             continue
         source = query.xy[good].reshape(-1, 1, 2)  # (m, 1, 2)
         target = candidate.xy[best[good]].reshape(-1, 1, 2)  # (m, 1, 2)
-        _, mask = cv2.findHomography(source, target, cv2.RANSAC, REPROJECTION_PX, maxIters=2000, confidence=0.995)
-        counts[i] = 0 if mask is None else int(mask.sum())
-    return counts
+        homography, mask = cv2.findHomography(source, target, cv2.RANSAC, REPROJECTION_PX, maxIters=2000,
+                                              confidence=0.995)
+        if mask is None or homography is None:
+            found[i] = Match(matches=matches)
+            continue
+        kept = mask.ravel().astype(bool)  # (m,)
+        (x0, y0), (x1, y1) = query.xy.min(axis=0), query.xy.max(axis=0)
+        corners = np.array([[[x0, y0]], [[x1, y0]], [[x1, y1]], [[x0, y1]]], dtype=np.float32)  # (4, 1, 2)
+        found[i] = Match(inliers=int(kept.sum()), matches=matches, homography=homography,
+                         query_spread=_spread(source[kept], query.xy),
+                         candidate_spread=_spread(target[kept], candidate.xy),
+                         outline=cv2.perspectiveTransform(corners, homography).reshape(4, 2))
+    return found
 
 
-def rerank_order(counts: list[int], min_inliers: int) -> list[int]:
-    """Positions of the verified candidates first (most inliers first, ties in global order), then the rest in
-    global order; the global order unchanged when no candidate reaches min_inliers."""
-    verified = sorted((i for i, c in enumerate(counts) if c >= min_inliers), key=lambda i: (-counts[i], i))
-    return verified + [i for i, c in enumerate(counts) if c < min_inliers]
+def inliers(query: LocalFeatures, candidates: list[LocalFeatures | None], *, min_matches: int = 4) -> list[int]:
+    """For each candidate, how many ratio-test matches agree on one RANSAC homography (0 for None)."""
+    return [match.inliers for match in verify(query, candidates, min_matches=min_matches)]
+
+
+def _spread(points: np.ndarray, everywhere: np.ndarray) -> float:
+    """How much of the image's textured area the points cover: convex hull areas, points / all keypoints."""
+    cv2 = _cv2()
+    if len(points) < 3:
+        return 0.0
+    whole = cv2.contourArea(cv2.convexHull(everywhere.reshape(-1, 1, 2).astype(np.float32)))
+    return float(cv2.contourArea(cv2.convexHull(points.reshape(-1, 1, 2).astype(np.float32))) / whole) \
+        if whole > 0 else 0.0

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from . import confidence as confidence_model
 from . import local_features
 from .config import Settings
-from .errors import NotFoundError
+from .errors import InvalidRequestError, NotFoundError
 from .images import decode_image
 from .index import ImageDocument, IndexBackend, ScoredDocument, SearchRequest, doc_id
 from .options import SearchOptions
@@ -39,7 +40,8 @@ class Hit:
     content_type: str | None
     id: str
     inliers: int | None = None  # re-ranked hits only: how many local features agree geometrically
-    verified: bool | None = None  # re-ranked hits only: inliers >= the settings' minimum
+    verified: bool | None = None  # re-ranked hits only: enough inliers of a plausible view (confidence.verified)
+    confidence: float | None = None  # with re-ranking on: P(the hit shows what the query shows), calibrated
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -66,13 +68,16 @@ class Searcher:
         self.settings, self.embedder, self.index = settings, embedder, index
         self.storages, self.whitening = storages, whitening
 
-    def search_image(self, data: bytes, options: SearchOptions = SearchOptions()) -> SearchResults:
-        """Search with an uploaded image."""
+    def search_image(self, data: bytes, options: SearchOptions = SearchOptions(), *,
+                     exclude_ids: tuple[str, ...] = ()) -> SearchResults:
+        """Search with an uploaded image; exclude_ids: documents to answer as if they were not indexed (the
+        evaluation's leave-out)."""
         started = time.perf_counter()
         image = decode_image(data, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_pixels,
                              draft_size=224).image
         vectors = self.whitening.current_whitening().apply(self.embedder.embed_query(image))  # (1 + R, 512)
-        return self._search(vectors, options, started, query_features=lambda: local_features.extract(image))
+        return self._search(vectors, options, started, query_features=lambda: local_features.extract(image),
+                            exclude_ids=exclude_ids)
 
     def similar_to(self, bucket: str, key: str, options: SearchOptions = SearchOptions()) -> SearchResults:
         """More like an already indexed image, without uploading it again; the image itself is left out."""
@@ -82,7 +87,11 @@ class Searcher:
                             query_features=lambda: local_features.decode(document.local_features))
 
     def document(self, bucket: str, key: str) -> ImageDocument:
-        document = self.index.get(doc_id(bucket, check_key(key)))
+        try:
+            check_key(key)
+        except InvalidRequestError as exc:  # no object can have this key, so none is indexed
+            raise NotFoundError(f"no image has this key: {exc}") from None
+        document = self.index.get(doc_id(bucket, key))
         if document is None:
             raise NotFoundError(f"{key!r} is not indexed in bucket {bucket!r}")
         return document
@@ -97,34 +106,55 @@ class Searcher:
                                 page_size=options.page_size, mode=options.mode or self.settings.search_mode,
                                 key_prefix=options.key_prefix, exclude_ids=exclude_ids)
         rerank = self.settings.rerank if options.rerank is None else options.rerank
-        if not rerank or request.offset >= self.settings.rerank_depth:
+        if not rerank:
+            if options.min_confidence is not None:
+                raise InvalidRequestError("min_confidence needs re-ranking (rerank=true): only re-ranked hits "
+                                          "have a confidence")
             found = self.index.search(request)
             hits, total = [self._hit(hit) for hit in found.hits], found.total
+        elif options.min_confidence is not None:
+            hits, total = self._reranked(request, query_features(), min_confidence=options.min_confidence)
+        elif request.offset >= self.settings.rerank_depth:  # past the verified head: the cosine says it all
+            found = self.index.search(request)
+            hits = [self._hit(hit, confidence=confidence_model.confidence(hit.score, local_features.NO_MATCH))
+                    for hit in found.hits]
+            total = found.total
         else:
             hits, total = self._reranked(request, query_features())
         return SearchResults(hits=tuple(hits), total=total, page=request.page, page_size=request.page_size,
                              took_ms=(time.perf_counter() - started) * 1000)
 
-    def _reranked(self, request: SearchRequest, query) -> tuple[list[Hit], int]:
-        """Verify the best `rerank_depth` candidates geometrically and put the convincing ones first; the page
-        is then cut from that order (pages past the depth keep the global order)."""
+    def _reranked(self, request: SearchRequest, query, *, min_confidence: float = 0.0) -> tuple[list[Hit], int]:
+        """Verify the best `rerank_depth` candidates geometrically and order them by confidence; the page is then
+        cut from that order (hits past the depth follow in the global order, their confidence from the cosine
+        alone, never above a verified candidate's: the confidence grows with the cosine and the inliers).
+        With min_confidence, only hits that reach it, and the total counts those."""
         depth, min_inliers = self.settings.rerank_depth, self.settings.rerank_min_inliers
         head = dataclasses.replace(request, page=1, page_size=max(depth, request.offset + request.page_size),
                                    with_local_features=True)
         found = self.index.search(head)
         checked = found.hits[:depth]
-        counts = (local_features.inliers(query, [local_features.decode(h.document.local_features) for h in checked],
+        matches = (local_features.verify(query, [local_features.decode(h.document.local_features) for h in checked],
                                          min_matches=min_inliers)
-                  if query is not None else [0] * len(checked))
-        order = local_features.rerank_order(counts, min_inliers)
-        ranked = [(checked[i], counts[i]) for i in order] + [(hit, None) for hit in found.hits[len(checked):]]
-        window = ranked[request.offset:request.offset + request.page_size]
-        return [self._hit(hit, count, None if count is None else count >= min_inliers)
-                for hit, count in window], found.total
+                   if query is not None else [local_features.NO_MATCH] * len(checked))
+        ranked = sorted(((hit, match, confidence_model.confidence(hit.score, match))
+                         for hit, match in zip(checked, matches)), key=lambda scored: -scored[2])  # stable
+        ranked += [(hit, None, confidence_model.confidence(hit.score, local_features.NO_MATCH))
+                   for hit in found.hits[len(checked):]]
+        kept = [scored for scored in ranked if scored[2] >= min_confidence]
+        # Hits past those fetched are unverified: none of them counts once the bar is above what an unverified
+        # hit can reach; below it, they all do.
+        unverified_ceiling = confidence_model.confidence(1.0, local_features.NO_MATCH)
+        total = len(kept) if min_confidence > unverified_ceiling else found.total - (len(ranked) - len(kept))
+        window = kept[request.offset:request.offset + request.page_size]
+        return [self._hit(hit, match, confidence) for hit, match, confidence in window], total
 
-    def _hit(self, hit: ScoredDocument, inliers: int | None = None, verified: bool | None = None) -> Hit:
+    def _hit(self, hit: ScoredDocument, match: local_features.Match | None = None,
+             confidence: float | None = None) -> Hit:
         doc = hit.document
         url = self.storages.url(doc.bucket, doc.key) if self.storages.allows(doc.bucket) else None
         return Hit(score=round(hit.score, 6), key=doc.key, bucket=doc.bucket, url=url, size=doc.size,
                    width=doc.width, height=doc.height, content_type=doc.content_type, id=doc.doc_id,
-                   inliers=inliers, verified=verified)
+                   inliers=None if match is None else match.inliers,
+                   verified=None if match is None else confidence_model.verified(match, self.settings.rerank_min_inliers),
+                   confidence=None if confidence is None else round(confidence, 4))
