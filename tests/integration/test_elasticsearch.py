@@ -218,3 +218,24 @@ def test_a_query_of_many_vectors_is_one_search_of_at_most_four_knn_clauses(es_in
     assert page.total == len(page.hits) <= 4 * 100  # the candidates: the union of the clauses' k nearest
     nearest_to_itself = f"{int(np.argmax(vectors @ queries[0])):05d}.jpg"  # row 0, the image, is always a clause
     assert nearest_to_itself in {h.key for h in page.hits}
+
+
+def test_the_api_key_is_read_from_secrets_manager_at_start_up(aws_env, moto_server):
+    """IMGSEARCH_ES_API_KEY_SECRET: the key is fetched when the client is made, never held in the environment;
+    a secret that cannot be read is the operator's to fix (ConfigError: retried, never a dead letter)."""
+    import boto3
+
+    from imgsearch.config import Settings
+    from imgsearch.errors import ConfigError
+    from imgsearch.index.es_client import make_client
+
+    secret = boto3.client("secretsmanager").create_secret(Name=f"es-key-{uuid.uuid4().hex[:8]}",
+                                                          SecretString="aWQ6a2V5\n")["ARN"]
+    settings = Settings.from_env({"IMGSEARCH_ES_API_KEY_SECRET": secret, "IMGSEARCH_ES_URL": elasticsearch_url()})
+    assert settings.es_api_key is None and "aWQ6a2V5" not in repr(settings)
+    client = make_client(settings)
+    assert client._headers["authorization"] == "ApiKey aWQ6a2V5"  # sent with every request
+    assert client.cluster.health()["status"] in ("green", "yellow")  # this test server runs without security
+    for missing in (secret + "-gone", "no-such-secret"):
+        with pytest.raises(ConfigError, match="IMGSEARCH_ES_API_KEY_SECRET"):
+            make_client(settings.replace(es_api_key_secret=missing))

@@ -96,14 +96,20 @@ def test_the_api_writes_access_logs_to_its_own_log_group():
 
 
 def test_elasticsearch_keys_come_from_secrets_and_the_search_function_has_its_own():
+    """The functions read their key from Secrets Manager when they start (IMGSEARCH_ES_API_KEY_SECRET), allowed
+    to read that one secret only; the key itself is in no template or function configuration."""
     parameters = template()["Parameters"]
     assert "IMGSEARCH_ES_API_KEY" not in template()["Globals"]["Function"]["Environment"]["Variables"]
-    extract_key = functions()["extract"]["Properties"]["Environment"]["Variables"]["IMGSEARCH_ES_API_KEY"]
-    search_key = functions()["search"]["Properties"]["Environment"]["Variables"]["IMGSEARCH_ES_API_KEY"]
-    text = (REPO / "template.yaml").read_text()
-    assert "{{resolve:secretsmanager:${ElasticsearchApiKeySecretArn}:SecretString}}" in text
-    assert "{{resolve:secretsmanager:${ElasticsearchSearchApiKeySecretArn}:SecretString}}" in text
-    assert extract_key[0] == "HasEsKeySecret" and search_key[0] == "HasSearchEsKeySecret"
-    assert "ElasticsearchSearchApiKey" in str(search_key) and "ElasticsearchSearchApiKey" not in str(extract_key)
+    assert "resolve:secretsmanager" not in (REPO / "template.yaml").read_text()
+    extract, search = (functions()[name]["Properties"] for name in ("extract", "search"))
+    extract_env, search_env = extract["Environment"]["Variables"], search["Environment"]["Variables"]
+    assert extract_env["IMGSEARCH_ES_API_KEY_SECRET"] == "ElasticsearchApiKeySecretArn"  # !Ref, as loaded here
+    assert "ElasticsearchSearchApiKeySecretArn" in str(search_env["IMGSEARCH_ES_API_KEY_SECRET"])
+    assert "ElasticsearchSearchApiKey" in str(search_env["IMGSEARCH_ES_API_KEY"])
+    assert "ElasticsearchSearchApiKey" not in str(extract_env)
+    readable = {name: [str(p) for p in props["Policies"] if "AWSSecretsManagerGetSecretValuePolicy" in str(p)]
+                for name, props in (("extract", extract), ("search", search))}
+    assert len(readable["extract"]) == 1 and "ElasticsearchApiKeySecretArn" in readable["extract"][0]
+    assert any("ElasticsearchSearchApiKeySecretArn" in p for p in readable["search"])
     for name in ("ElasticsearchApiKey", "ElasticsearchSearchApiKey"):
         assert parameters[name]["NoEcho"] is True

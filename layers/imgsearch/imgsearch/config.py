@@ -36,6 +36,7 @@ class Settings:
     es_urls: tuple[str, ...] = ("http://127.0.0.1:9200",)
     es_index: str = DEFAULT_INDEX
     es_api_key: str | None = field(default=None, repr=False)
+    es_api_key_secret: str | None = None  # a Secrets Manager secret (ARN or name) holding the API key instead
     es_username: str | None = None
     es_password: str | None = field(default=None, repr=False)
     es_ca_file: str | None = None
@@ -71,6 +72,7 @@ class Settings:
         "es_urls": "IMGSEARCH_ES_URL",
         "es_index": "IMGSEARCH_ES_INDEX",
         "es_api_key": "IMGSEARCH_ES_API_KEY",
+        "es_api_key_secret": "IMGSEARCH_ES_API_KEY_SECRET",
         "es_username": "IMGSEARCH_ES_USERNAME",
         "es_password": "IMGSEARCH_ES_PASSWORD",
         "es_ca_file": "IMGSEARCH_ES_CA_FILE",

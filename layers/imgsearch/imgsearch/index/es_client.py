@@ -11,20 +11,42 @@ import numpy as np
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
 from ..config import Settings
-from ..errors import BackendUnavailableError
+from ..errors import BackendUnavailableError, ConfigError
 from .document import BLOB_FIELDS, META_FIELDS, VECTOR_FIELD, ImageDocument
 
 
 def make_client(settings: Settings) -> Elasticsearch:
     options = {"request_timeout": settings.es_timeout, "max_retries": settings.es_retries, "retry_on_timeout": True,
                "retry_on_status": (502, 503, 504), "verify_certs": settings.es_verify_certs}
-    if settings.es_api_key:
+    if settings.es_api_key_secret:
+        options["api_key"] = api_key_from_secret(settings.es_api_key_secret)
+    elif settings.es_api_key:
         options["api_key"] = settings.es_api_key
     elif settings.es_username:
         options["basic_auth"] = (settings.es_username, settings.es_password or "")
     if settings.es_ca_file:
         options["ca_certs"] = settings.es_ca_file
     return Elasticsearch(list(settings.es_urls), **options)
+
+
+def api_key_from_secret(secret_id: str) -> str:
+    """The API key held by a Secrets Manager secret, read once when the client is made (a cold start), so the
+    key is in no environment variable, template or function configuration. A secret that cannot be read is the
+    operator's to fix (ConfigError: retried and alarmed, never a dead letter)."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        key = boto3.client("secretsmanager").get_secret_value(SecretId=secret_id).get("SecretString")
+    except ClientError as exc:
+        raise ConfigError(f"IMGSEARCH_ES_API_KEY_SECRET: cannot read the secret "
+                          f"({exc.response['Error'].get('Code', 'error')})") from None
+    except BotoCoreError as exc:
+        raise ConfigError(f"IMGSEARCH_ES_API_KEY_SECRET: cannot reach Secrets Manager ({type(exc).__name__})") \
+            from None
+    if not key or not key.strip():
+        raise ConfigError("IMGSEARCH_ES_API_KEY_SECRET: the secret has no SecretString (the base64 id:key)")
+    return key.strip()
 
 
 def call(method, *args, **kwargs):
