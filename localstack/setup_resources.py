@@ -2,7 +2,7 @@
 """Create what imgsearch needs on an S3/SQS emulator (LocalStack, moto server, MinIO); safe to re-run.
 
 - the images bucket;
-- a dead-letter queue and the events queue (redrive after 3 receives), with a policy letting S3 send;
+- a dead-letter queue and the events queue (redrive after 8 receives; the handler waits longer before each retry), with a policy letting S3 send;
 - the bucket notification: s3:ObjectCreated:* and s3:ObjectRemoved:* -> the events queue.
 
 With IMGSEARCH_NOTIFY_ARN set (MinIO: arn:minio:sqs::IMGSEARCH:webhook) the notification goes to that
@@ -65,7 +65,7 @@ def create_resources(s3, sqs, bucket: str, *, region: str = "us-east-1", queue: 
         dlq_url = ensure_queue(sqs, dead_letter_queue, {"MessageRetentionPeriod": "1209600"})
         queue_url = ensure_queue(sqs, queue, {
             "VisibilityTimeout": VISIBILITY_TIMEOUT,
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": queue_arn(sqs, dlq_url), "maxReceiveCount": "3"}),
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": queue_arn(sqs, dlq_url), "maxReceiveCount": "8"}),
         })
         target = queue_arn(sqs, queue_url)
         sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": s3_may_send(target, bucket)})

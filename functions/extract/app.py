@@ -4,6 +4,10 @@ Lambda entry point `app.handler`. It accepts an SQS batch (S3 notifications insi
 batchItemFailures), a direct S3 notification, an EventBridge event, or a MinIO webhook payload. The work
 itself is the core's: the ingester applies the change, then the whitening's upkeep runs (upkeep.py); this
 module only routes events and reports failures.
+
+`app.reconcile`, run on a schedule (template.yaml's ReconcileFunction, the same image), is `imgsearch sync` of
+the configured bucket: it indexes what no event delivered and drops documents whose objects are gone, and logs
+what it fixed (nothing, when events kept the index in step).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from imgsearch import service
-from imgsearch.errors import PermanentError
+from imgsearch.errors import ConfigError, PermanentError
 from imgsearch.events import ObjectChange, parse_notification
 from imgsearch.ingest import ChangeOutcome
 
@@ -41,19 +45,54 @@ def handler(event: dict, context=None) -> dict:
     return {"applied": outcomes, "rejected": rejected}
 
 
+def reconcile(event: dict | None = None, context=None) -> dict:
+    """Bring the index in step with the bucket (IMGSEARCH_BUCKET): the documented repair for any drift."""
+    search = service.get()
+    bucket = search.settings.bucket
+    if not bucket:
+        raise ConfigError("reconcile needs IMGSEARCH_BUCKET, the bucket to compare the index with")
+    report = search.ingester.index_source(search.storages.get(bucket), prune=True)
+    search.upkeep.after_ingest()
+    fixed = report.to_dict()
+    logger.info("reconciled", extra={"bucket": bucket, **fixed,
+                                     "fixed": report.indexed + report.deleted + len(report.failed)})
+    return fixed
+
+
 def _sqs_record(record: SQSRecord) -> None:
     """A PermanentError (the data's fault) parks the message; anything else (TransientError, OperatorError such
-    as a bad setting or missing weights) fails the record, so the queue retries it until the operator acts."""
+    as a bad setting or missing weights) fails the record, so the queue retries it until the operator acts,
+    later each time (_back_off)."""
     try:
         changes = parse_notification(record.body)
     except PermanentError as exc:
         _reject(record, None, exc)
         return
-    for change in changes:
-        try:
-            _apply(change)
-        except PermanentError as exc:
-            _reject(record, change, exc)
+    try:
+        for change in changes:
+            try:
+                _apply(change)
+            except PermanentError as exc:
+                _reject(record, change, exc)
+    except Exception:
+        _back_off(record)
+        raise
+
+
+# Retries of a failed message wait 30 s, 60 s, 2 min, ... up to 15 min: with the queue's maxReceiveCount (8) a
+# message outlives about 40 minutes of outage before it is dead-lettered, instead of the few visibility timeouts
+# it would take to burn its receives by retrying at once (bench/chaos.py found that).
+RETRY_FIRST_S, RETRY_MAX_S = 30, 900
+
+
+def _back_off(record: SQSRecord) -> None:
+    receives = int(record.attributes.approximate_receive_count or 1)
+    delay = min(RETRY_FIRST_S * 2 ** (receives - 1), RETRY_MAX_S)
+    try:
+        _sqs().change_message_visibility(QueueUrl=record.queue_url, ReceiptHandle=record.receipt_handle,
+                                         VisibilityTimeout=delay)
+    except Exception as exc:  # the queue's own visibility timeout applies then
+        logger.warning("could not delay the retry", extra={"message_id": record.message_id, "error": str(exc)})
 
 
 def _apply(change: ObjectChange) -> ChangeOutcome:

@@ -71,7 +71,17 @@ def say(message: str) -> None:
 # (the worker).
 HEARTBEAT_STALE = float(os.environ.get("IMGSEARCH_LOCAL_HEARTBEAT_STALE") or 300)  # seconds: a batch may be slow
 BACKOFF_FIRST, BACKOFF_MAX, BACKOFF_RESET = 1.0, 30.0, 60.0  # restart delays; reset once a child ran a minute
-SUPERVISED = ("worker", "webhook")
+SUPERVISED = ("worker", "webhook")  # and worker-2, worker-3, ... (up --workers K): see supervised()
+
+
+def supervised(piece: str) -> bool:
+    return piece in SUPERVISED or piece.startswith("worker-")
+
+
+def worker_pieces() -> list[str]:
+    """The workers this stack runs: worker, then worker-2 ... worker-K (up --workers K), by their pid files."""
+    extra = sorted((p.stem for p in (STATE / "pids").glob("worker-*.pid")), key=lambda n: int(n.split("-")[1]))
+    return ["worker", *extra]
 
 
 def process_alive(pid: int, argv: list[str] | None = None) -> bool:
@@ -253,7 +263,7 @@ def spawn_supervised(piece: str, command: list[str], env: dict, ready, what: str
         state = supervision(piece).get("state", "running")
         say(f"{piece}: already running (supervised, {state})")
         return
-    heartbeat = ["--heartbeat", str(heartbeat_path(piece))] if piece == "worker" else []
+    heartbeat = ["--heartbeat", str(heartbeat_path(piece))] if piece.startswith("worker") else []
     (STATE / "run" / f"{piece}.json").unlink(missing_ok=True)
     supervisor = launch(piece, [sys.executable, str(Path(__file__).resolve()), "supervise", *heartbeat, piece,
                                 "--", *command], env)
@@ -302,7 +312,7 @@ def install_minio() -> Path:
 
 
 # -- the stack ------------------------------------------------------------------------------------------------
-def up(store: str, fresh: bool) -> dict:
+def up(store: str, fresh: bool, workers: int = 1) -> dict:
     if fresh:
         down(quiet=True)
         shutil.rmtree(STATE / "data", ignore_errors=True)
@@ -328,7 +338,8 @@ def up(store: str, fresh: bool) -> dict:
         env.update(IMGSEARCH_DEAD_LETTER_QUEUE_URL=resources["IMGSEARCH_DEAD_LETTER_QUEUE_URL"],
                    IMGSEARCH_QUEUE_URL=resources["IMGSEARCH_QUEUE_URL"])
         (STATE / "queues.json").write_text(json.dumps({"endpoint": endpoint, **resources}))
-        spawn_worker(env, resources["IMGSEARCH_QUEUE_URL"])
+        for n in range(1, workers + 1):  # K functions on one queue, as Lambda's concurrency runs them
+            spawn_worker(env, resources["IMGSEARCH_QUEUE_URL"], "worker" if n == 1 else f"worker-{n}")
     else:
         endpoint = f"http://127.0.0.1:{PORTS['minio']}"
         env.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID=MINIO_USER, AWS_SECRET_ACCESS_KEY=MINIO_PASSWORD)
@@ -341,7 +352,10 @@ def up(store: str, fresh: bool) -> dict:
                         "--console-address", f"127.0.0.1:{PORTS['minio-console']}"],
               {"MINIO_ROOT_USER": MINIO_USER, "MINIO_ROOT_PASSWORD": MINIO_PASSWORD,
                "MINIO_NOTIFY_WEBHOOK_ENABLE_IMGSEARCH": "on", "MINIO_NOTIFY_WEBHOOK_ENDPOINT_IMGSEARCH": f"{webhook}/",
-               "MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_IMGSEARCH": token, "MINIO_BROWSER": "off"},
+               "MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_IMGSEARCH": token, "MINIO_BROWSER": "off",
+               # Events the receiver could not take (down, restarting, 5xx) wait on disk and are sent again.
+               "MINIO_NOTIFY_WEBHOOK_QUEUE_DIR_IMGSEARCH": str(STATE / "data" / "minio-events"),
+               "MINIO_NOTIFY_WEBHOOK_QUEUE_LIMIT_IMGSEARCH": "100000"},
               f"{endpoint}/minio/health/live", timeout=120)
         setup_resources({**env, "IMGSEARCH_NOTIFY_ARN": "arn:minio:sqs::IMGSEARCH:webhook"})
         env["IMGSEARCH_WEBHOOK_URL"] = webhook
@@ -376,23 +390,23 @@ def setup_resources(env: dict) -> dict:
     return dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
 
 
-def spawn_worker(env: dict, queue_url: str) -> None:
+def spawn_worker(env: dict, queue_url: str, piece: str = "worker") -> None:
     """The worker has no port: ready once it beats (it touches its heartbeat file before every poll)."""
     since = time.time()
 
     def beating() -> bool:
         try:
-            return heartbeat_path("worker").stat().st_mtime >= since - 1
+            return heartbeat_path(piece).stat().st_mtime >= since - 1
         except OSError:
             return False
 
-    spawn_supervised("worker", [str(VENV_BIN / "imgsearch"), "worker", "--queue-url", queue_url,
-                                "--heartbeat", str(heartbeat_path("worker"))], env, beating, "polling",
+    spawn_supervised(piece, [str(VENV_BIN / "imgsearch"), "worker", "--queue-url", queue_url,
+                             "--heartbeat", str(heartbeat_path(piece))], env, beating, "polling",
                      timeout=180)
 
 
 def down(quiet: bool = False, keep_elasticsearch: bool = False) -> None:
-    for piece in ("api", "worker", "webhook", "minio", "localstack"):
+    for piece in ("api", *worker_pieces(), "webhook", "minio", "localstack"):
         stop(piece)
     (STATE / "store").unlink(missing_ok=True)  # status: stopped on purpose is "off", not "dead"
     if keep_elasticsearch:  # e.g. shared with other tests
@@ -411,15 +425,16 @@ def status() -> dict:
               "minio": "/minio/health/live", "webhook": "/", "api": "/health"}
     es_home = Path(os.environ.get("IMGSEARCH_ES_HOME") or CACHE / "es-run")
     store = (STATE / "store").read_text().strip() if (STATE / "store").exists() else None
-    ours = {"localstack": {"elasticsearch", "localstack", "worker", "api"},
+    workers = worker_pieces()
+    ours = {"localstack": {"elasticsearch", "localstack", *workers, "api"},
             "minio": {"elasticsearch", "minio", "webhook", "api"}}.get(store, set())
     report = {}
-    for piece in ("elasticsearch", "localstack", "minio", "webhook", "worker", "api"):
+    for piece in ("elasticsearch", "localstack", "minio", "webhook", *workers, "api"):
         url = f"http://127.0.0.1:{base[piece]}" if piece in base else None
         log = es_home / "logs" / "imgsearch-es.log" if piece == "elasticsearch" else STATE / "logs" / f"{piece}.log"
         pid = pid_of(piece)
         entry = {"state": "dead", "url": url, "pid": pid, "log": str(log)}
-        run = supervision(piece) if piece in SUPERVISED and pid else {}
+        run = supervision(piece) if supervised(piece) and pid else {}
         if run:
             child = run.get("child")
             entry.update(supervisor=pid, child=child if child and process_alive(child, run.get("argv")) else None,
@@ -495,6 +510,8 @@ def main() -> int:
     up_parser = commands.add_parser("up")
     up_parser.add_argument("--store", choices=["localstack", "minio"], default="localstack")
     up_parser.add_argument("--fresh", action="store_true", help="wipe data first")
+    up_parser.add_argument("--workers", type=int, default=1, help="worker processes on the queue (LocalStack "
+                                                                  "path; Lambda's concurrency), each supervised")
     down_parser = commands.add_parser("down")
     down_parser.add_argument("--keep-elasticsearch", action="store_true")
     commands.add_parser("status")
@@ -507,7 +524,7 @@ def main() -> int:
         return supervise(args.piece, args.argv[1:] if args.argv[:1] == ["--"] else args.argv, args.heartbeat)
     try:
         if args.command == "up":
-            for key, value in up(args.store, args.fresh).items():
+            for key, value in up(args.store, args.fresh, args.workers).items():
                 print(f"{key}={value}")
         elif args.command == "down":
             down(keep_elasticsearch=args.keep_elasticsearch)

@@ -239,3 +239,24 @@ def test_the_api_key_is_read_from_secrets_manager_at_start_up(aws_env, moto_serv
     for missing in (secret + "-gone", "no-such-secret"):
         with pytest.raises(ConfigError, match="IMGSEARCH_ES_API_KEY_SECRET"):
             make_client(settings.replace(es_api_key_secret=missing))
+
+
+def test_an_update_that_lost_a_race_is_not_an_error(monkeypatch):
+    """Three workers re-deriving vectors after racing refits (bench/chaos.py --workers 3 found it): an update
+    refused with 409 lost to a newer write of the same document, which wins; other refusals still count."""
+    from imgsearch.errors import PermanentError
+    from imgsearch.index import elasticsearch as es
+
+    def bulk_answering(*statuses):
+        failures = [{"update": {"_id": f"d{i}", "status": s, "error": {"reason": f"status {s}"}}}
+                    for i, s in enumerate(statuses)]
+        monkeypatch.setattr(es.helpers, "bulk", lambda *args, **kwargs: (0, failures))
+
+    bulk_answering(409, 404, 409)
+    es._bulk(None, [{}], "update", refresh=False)
+    bulk_answering(409, 400)
+    with pytest.raises(PermanentError, match="1 documents rejected"):
+        es._bulk(None, [{}], "update", refresh=False)
+    bulk_answering(409)
+    with pytest.raises(PermanentError):  # a new document refused as a conflict is still a failure
+        es._bulk(None, [{}], "index", refresh=False)

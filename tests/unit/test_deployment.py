@@ -65,10 +65,12 @@ def test_the_stage_is_throttled_and_both_functions_have_reserved_concurrency():
     assert settings[0]["ThrottlingBurstLimit"] == "ApiThrottlingBurstLimit"
     for name in ("ApiThrottlingRateLimit", "ApiThrottlingBurstLimit"):
         assert parameters[name]["Type"] == "Number" and parameters[name]["Default"] >= 1
-    for tag, function in functions().items():
+    for tag in ("extract", "search"):
+        function = functions()[tag]
         reserved = function["Properties"]["ReservedConcurrentExecutions"]
         assert reserved == f"{tag.capitalize()}ReservedConcurrency" and "Condition" not in function
         assert parameters[reserved]["MinValue"] >= 1
+    assert functions()["reconcile"]["Properties"]["ReservedConcurrentExecutions"] == 1  # one repair at a time
     queue = next(e for e in functions()["extract"]["Properties"]["Events"].values() if e["Type"] == "SQS")
     assert queue["Properties"]["ScalingConfig"]["MaximumConcurrency"] == "ExtractReservedConcurrency"
 
@@ -113,3 +115,15 @@ def test_elasticsearch_keys_come_from_secrets_and_the_search_function_has_its_ow
     assert any("ElasticsearchSearchApiKeySecretArn" in p for p in readable["search"])
     for name in ("ElasticsearchApiKey", "ElasticsearchSearchApiKey"):
         assert parameters[name]["NoEcho"] is True
+
+
+def test_a_scheduled_reconcile_repairs_drift_and_failed_messages_back_off():
+    reconcile = functions()["reconcile"]
+    assert reconcile["Properties"]["ImageConfig"]["Command"] == ["app.reconcile"]
+    assert reconcile["Metadata"]["DockerBuildTarget"] == "extract"  # the extract image, another handler
+    [schedule] = reconcile["Properties"]["Events"].values()
+    assert schedule["Type"] == "Schedule" and schedule["Properties"]["Schedule"] == "ReconcileSchedule"
+    assert template()["Parameters"]["ReconcileSchedule"]["Default"] == "rate(1 day)"
+    queue = template()["Resources"]["EventsQueue"]["Properties"]
+    assert queue["RedrivePolicy"]["maxReceiveCount"] >= 8  # with the handler's backoff: ~40 min of outage
+    assert "sqs:ChangeMessageVisibility" in str(functions()["extract"]["Properties"]["Policies"])

@@ -90,3 +90,45 @@ def test_direct_s3_and_eventbridge_invocations_report_rejections(extract):
     index.down = True
     with pytest.raises(BackendUnavailableError):  # raised, so that Lambda's async invoker retries
         module.handler(json.loads(s3_body(folder.bucket, "z.png")), None)
+
+
+def test_the_scheduled_reconcile_repairs_drift_and_then_finds_nothing(extract, tmp_path):
+    """What no event delivered gets indexed, a document whose object is gone is dropped; a second run fixes
+    nothing. Without a configured bucket it is the operator's to fix (retried, never silent)."""
+    from imgsearch.errors import ConfigError
+
+    module, folder, index = extract
+    search = service.get()
+    service.use(ImageSearch(search.settings.replace(bucket=folder.bucket), embedder=search.embedder, index=index))
+    service.get().storages.add(folder)
+    folder.put("missed.png", png((0, 0, 255)))  # uploaded while the events were lost
+    folder.put("gone.png", png((255, 255, 0)))
+    module.handler({"Records": [json.loads(s3_body(folder.bucket, "gone.png"))["Records"][0]]})
+    (folder.root / "gone.png").unlink()  # deleted, its event lost
+    assert module.reconcile({}) == {"indexed": 1, "unchanged": 0, "deleted": 1, "failed": []}
+    assert [e.key for e in index.entries()] == ["missed.png"]
+    assert module.reconcile({}) == {"indexed": 0, "unchanged": 1, "deleted": 0, "failed": []}
+    service.use(ImageSearch(search.settings.replace(bucket=None), embedder=search.embedder, index=index))
+    with pytest.raises(ConfigError, match="IMGSEARCH_BUCKET"):
+        module.reconcile({})
+
+
+def test_a_failed_message_is_retried_later_each_time(extract, monkeypatch):
+    """An outage must not burn a message's receives in a few minutes: each retry waits twice as long as the one
+    before (30 s, 60 s, ... at most 15 min), set on the message itself."""
+    module, folder, index = extract
+    calls = []
+
+    class Queue:
+        def change_message_visibility(self, **kwargs):
+            calls.append(kwargs)
+
+    monkeypatch.setattr(module, "_sqs", lambda: Queue())
+    folder.put("a.png", png((0, 0, 255)))
+    index.down = True
+    for receives in (1, 4, 9):
+        event = sqs_event(s3_body(folder.bucket, "a.png"))
+        event["Records"][0]["attributes"] = {"ApproximateReceiveCount": str(receives)}
+        assert module.handler(event, None) == {"batchItemFailures": [{"itemIdentifier": "m0"}]}
+    assert [c["VisibilityTimeout"] for c in calls] == [30, 240, 900]
+    assert calls[0]["QueueUrl"].endswith("/1/q") and calls[0]["ReceiptHandle"] == "r"

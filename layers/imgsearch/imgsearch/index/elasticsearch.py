@@ -222,8 +222,9 @@ def _bulk(client: Elasticsearch, actions: list[dict], op: str, *, refresh: bool 
     failed = call(lambda: helpers.bulk(client, actions, chunk_size=200, max_retries=3, initial_backoff=1,
                                        max_backoff=10, raise_on_error=False, refresh=refresh)[1])
     statuses = {item.get(op, {}).get("status") for item in failed}
-    if op == "update":  # 404: deleted meanwhile, nothing left to update
-        failed = [item for item in failed if item.get(op, {}).get("status") != 404]
+    if op == "update":  # 404: deleted meanwhile; 409: written meanwhile (a new upload, another worker's
+        # re-derivation): in both cases the other write is the newer one and wins
+        failed = [item for item in failed if item.get(op, {}).get("status") not in (404, 409)]
     if failed:
         reasons = "; ".join(str(item.get(op, {}).get("error", {}).get("reason")) for item in failed[:3])
         if statuses & {429, 500, 502, 503, 504}:
