@@ -18,7 +18,7 @@ from chalice import Chalice, ChaliceUnhandledError, Response
 from chalicelib import health as probes
 from chalicelib import inputs, openapi
 from chalicelib.errors import MissingApiKey, WrongApiKey, error_response, reshape_chalice_error
-from imgsearch import service
+from imgsearch import fetch, service
 from imgsearch.confidence import CONFIDENT
 from imgsearch.errors import ConfigError, ImgSearchError
 from imgsearch.storage import FolderStorage
@@ -84,9 +84,11 @@ def check_api_key(expected: str | None, given: str | None) -> None:
 @route("/search", methods=["POST"], content_types=inputs.UPLOAD_CONTENT_TYPES)
 def search():
     settings = service.settings()
-    upload = inputs.read_upload(current_request(), max_bytes=settings.max_image_bytes)
+    upload = inputs.read_upload(current_request(), max_bytes=settings.max_image_bytes, accept_url=True)
     options = inputs.search_options(upload.fields, max_page_size=settings.max_page_size)
-    return service.get().searcher.search_image(upload.image, options).to_dict()
+    # {"url": ...}: fetched by the core under its rules (public hosts only, redirects, limits); see imgsearch.fetch
+    image = upload.image if upload.url is None else fetch.fetch_image(upload.url, settings)
+    return service.get().searcher.search_image(image, options).to_dict()
 
 
 @route("/searchByImage", methods=["POST"], content_types=inputs.UPLOAD_CONTENT_TYPES)

@@ -3,7 +3,8 @@
 Uploads a re-encoded seed image through the page's file input and expects its original first, as a verified
 match, with thumbnails loaded through the API (the embedded folder's file:// URLs cannot be opened from an http
 page); uploads a photo of nothing indexed and expects "no confident match" instead of a list of strangers.
-Leaves screenshots in test-artifacts/ (page.png, page-no-match.png).
+Draws where a verified hit matched over its thumbnail. Leaves screenshots in test-artifacts/ (page.png,
+page-no-match.png, page-match-outline.png).
 """
 
 from __future__ import annotations
@@ -90,6 +91,55 @@ def test_upload_through_the_page_finds_the_original(api, browser, seed_paths, tm
     browser.execute_script(SET_SLIDER, "1")
     wait.until(lambda d: "No confident match" in d.find_element(By.ID, "message").text)
     assert browser.find_elements(By.CSS_SELECTOR, "#results .result") == []
+
+
+def test_a_verified_hit_shows_where_it_matched(api, browser, seed_paths, tmp_path):
+    """The verified hit's thumbnail carries the match outline, fitted exactly as the thumbnail is (the overlay
+    covers the <img>, and the outline of a re-encoded copy spans the picture shown); unverified hits have none."""
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    original = seed_paths[4]  # its features reach close to every edge, so its outline nearly spans it
+    query = tmp_path / "query.jpg"
+    query.write_bytes(reencoded_copy(original))
+    browser.get(api + "/")
+    WebDriverWait(browser, 30).until(lambda d: "indexed" in d.find_element(By.ID, "stats").text)
+    browser.find_element(By.ID, "file").send_keys(str(query))
+    wait = WebDriverWait(browser, 120)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#verifiedHits .result .match-outline"))
+    browser.execute_script(SET_SLIDER, "0")  # every hit, verified or not
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .result")) == len(seed_paths))
+    verified = browser.find_element(By.CSS_SELECTOR, "#verifiedHits .result")
+    assert verified.find_element(By.CSS_SELECTOR, ".name").text == original.name
+    outline = verified.find_element(By.CSS_SELECTOR, "svg.match-outline")
+    assert len(outline.find_elements(By.CSS_SELECTOR, "polygon")) == 2  # the white halo and the line
+    with Image.open(original) as image:
+        width, height = image.size
+    assert outline.get_dom_attribute("viewBox") == f"0 0 {width} {height}"
+    # The overlay fits the picture into the square as object-fit: contain does (the thumbnails' CSS).
+    assert outline.get_dom_attribute("preserveAspectRatio") == "xMidYMid meet"
+    assert verified.find_element(By.CSS_SELECTOR, "img").value_of_css_property("object-fit") == "contain"
+    overlay, thumbnail, line = browser.execute_script(
+        "const card = arguments[0], box = (e) => { const r = e.getBoundingClientRect();"
+        " return [r.left, r.top, r.width, r.height]; };"
+        "return [box(card.querySelector('.match-outline')), box(card.querySelector('img')),"
+        " box(card.querySelector('.match-outline .line'))];", verified)
+    assert overlay == pytest.approx(thumbnail, abs=0.5)
+    scale = min(thumbnail[2] / width, thumbnail[3] / height)  # the picture as shown: fitted, centred
+    shown = (thumbnail[0] + (thumbnail[2] - scale * width) / 2, thumbnail[1] + (thumbnail[3] - scale * height) / 2,
+             scale * width, scale * height)
+    for edge, extent in ((0, 2), (1, 3)):  # left/right, top/bottom: each within 15% of the picture's
+        assert abs(line[edge] - shown[edge]) <= 0.15 * shown[extent], (line, shown)
+        assert abs(line[edge] + line[extent] - shown[edge] - shown[extent]) <= 0.15 * shown[extent], (line, shown)
+    unverified = browser.find_elements(By.CSS_SELECTOR, "#similarHits .result")
+    assert len(unverified) == len(seed_paths) - 1
+    assert all(card.find_elements(By.CSS_SELECTOR, ".match-outline") == [] for card in unverified)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#results .match-outline")) == 1
+    wait.until(lambda d: d.execute_script("return [...document.querySelectorAll('#results img')]"
+                                          ".every(img => img.complete && img.naturalWidth > 0)"))
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "page-match-outline.png"))
 
 
 def test_a_photo_of_nothing_indexed_gets_no_confident_match(api, browser, tmp_path):

@@ -21,7 +21,7 @@ from imgsearch import service as holder
 from imgsearch.options import MAX_PREFIX_LENGTH, max_page
 
 HIT_FIELDS = {"score", "key", "bucket", "url", "size", "width", "height", "content_type", "id", "inliers", "verified",
-              "confidence"}
+              "confidence", "match_polygon"}
 TIMEOUT = 120
 
 
@@ -120,6 +120,30 @@ def test_rerank_confirms_the_original_and_can_be_switched_off(api, seed_paths):
     assert {h["confidence"] for h in plain} == {None}
 
 
+def test_a_verified_hit_says_where_it_matched(api, seed_paths):
+    """A re-encoded copy (5% cropped off each side) matches its whole original: the polygon's corners, in the
+    original's pixels, lie near the image's corners, in the order of the query's box (clockwise from top left)."""
+    from openapi_schema_validator import OAS30Validator
+
+    original = seed_paths[4]  # its features reach close to every edge (an outline is their box, mapped)
+    hits = upload(api, reencoded_copy(original), params={"page_size": "10"}).json()["hits"]
+    top = hits[0]
+    assert top["key"] == original.name and top["verified"] is True
+    width, height = top["width"], top["height"]
+    with Image.open(original) as image:
+        assert (width, height) == image.size
+    polygon = top["match_polygon"]
+    assert len(polygon) == 4 and all(len(point) == 2 for point in polygon)
+    for (x, y), (cx, cy) in zip(polygon, [(0, 0), (width, 0), (width, height), (0, height)]):
+        assert abs(x - cx) <= 0.15 * width and abs(y - cy) <= 0.15 * height, polygon
+    assert all(hit["match_polygon"] is None for hit in hits if not hit["verified"]) and len(hits) > 1
+    schemas = requests.get(f"{api}/openapi.json", timeout=TIMEOUT).json()["components"]["schemas"]
+    for hit in hits:  # as documented (the schema fuzzer meets no verified hit)
+        OAS30Validator(schemas["Hit"]).validate(hit)
+    plain = upload(api, reencoded_copy(original), params={"rerank": "false"}).json()["hits"]
+    assert {hit["match_polygon"] for hit in plain} == {None}
+
+
 def test_confidence_orders_the_hits_and_min_confidence_keeps_the_sure_ones(api, seed_paths):
     body = upload(api, reencoded_copy(seed_paths[3]), params={"page_size": "10"}).json()
     confidences = [h["confidence"] for h in body["hits"]]
@@ -127,8 +151,9 @@ def test_confidence_orders_the_hits_and_min_confidence_keeps_the_sure_ones(api, 
     assert confidences == sorted(confidences, reverse=True) and max(confidences[1:]) < 0.5
     sure = upload(api, reencoded_copy(seed_paths[3]), params={"min_confidence": "0.5"}).json()
     assert hit_keys(sure) == [seed_paths[3].name] and sure["total"] == 1
-    refused = upload(api, reencoded_copy(seed_paths[3]), params={"min_confidence": "0.5", "rerank": "false"})
-    assert refused.status_code == 400 and "min_confidence" in refused.json()["message"]
+    # Only re-ranked hits have a confidence: asking for one re-ranks, whatever rerank says.
+    forced = upload(api, reencoded_copy(seed_paths[3]), params={"min_confidence": "0.5", "rerank": "false"}).json()
+    assert hit_keys(forced) == [seed_paths[3].name] and forced["hits"][0]["verified"] is True
 
 
 def test_prefix_limits_keys(api, seed_paths):

@@ -54,6 +54,26 @@ def test_confidence_grows_with_the_inliers_and_never_falls_with_the_cosine():
     assert confidence.confidence(0.9, lf.NO_MATCH) == confidence.confidence(0.9, _match(np.eye(3), spread=0))
 
 
+def test_the_outline_comes_back_in_the_candidates_own_pixels():
+    """A candidate that is the query seen through a known homography, stored from a 1280 x 960 image (so its
+    features were found at 640 x 480): the outline is the query's keypoint box under that homography, doubled."""
+    rng = np.random.default_rng(1)
+    xy = rng.uniform([20, 30], [380, 270], (200, 2)).astype(np.float32)  # the query's keypoints (shrunk query)
+    xy[:2] = [[20, 30], [380, 270]]  # their box
+    descriptors = rng.integers(0, 256, (200, 128)).astype(np.uint8)
+    h = np.array([[1.1, 0.1, 60], [-0.05, 1.0, 40], [1e-4, 0, 1]])
+    mapped = np.c_[xy, np.ones(len(xy))] @ h.T
+    candidate = lf.LocalFeatures((mapped[:, :2] / mapped[:, 2:]).astype(np.float32), descriptors)
+    [match] = lf.verify(lf.LocalFeatures(xy, descriptors), [candidate])
+    box = np.array([[20, 30, 1], [380, 30, 1], [380, 270, 1], [20, 270, 1]]) @ h.T
+    polygon = lf.outline_in_pixels(match.outline, 1280, 960)
+    np.testing.assert_allclose(polygon, 2 * box[:, :2] / box[:, 2:], atol=0.2)  # 1280 px / 640 px
+    assert len(polygon) == 4 and all(len(p) == 2 and v == round(v, 1) for p in polygon for v in p)
+    np.testing.assert_allclose(lf.outline_in_pixels(match.outline, 960, 1280), polygon, atol=0.1)  # portrait too
+    # An image within MAX_SIDE was not shrunk: its pixels are the outline's own.
+    np.testing.assert_allclose(lf.outline_in_pixels(match.outline, 500, 375), match.outline, atol=0.05)
+
+
 def covers(*numbers):
     dvd_dir()
     return [(Image.open(DVD_DIR / "E63" / f"{n:03d}.jpg").convert("RGB"),

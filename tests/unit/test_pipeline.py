@@ -81,6 +81,38 @@ def test_search_and_similar(world):
         search.searcher.similar_to(folder.bucket, "nope.png")
 
 
+def test_a_verified_hit_says_where_it_matched_in_its_own_pixels(world):
+    """A 1280 x 960 picture (its features found at half size) and a small copy of it as the query: the match
+    polygon covers the picture in its own pixels; the unverified hit has none, nor has any hit without re-ranking."""
+    import io
+
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    folder, search, _ = world
+    rng = np.random.default_rng(3)
+    picture = Image.new("RGB", (1280, 960), (235, 235, 225))
+    draw = ImageDraw.Draw(picture)
+    for x, y, w, h, r, g, b in rng.integers(0, [1240, 920, 120, 120, 256, 256, 256], (300, 7)).tolist():
+        draw.rectangle([x, y, x + w // 3 + 8, y + h // 3 + 8], fill=(r, g, b))
+    for name, image in (("big.png", picture), ("plain.png", Image.new("RGB", (64, 64), (200, 30, 30)))):
+        out = io.BytesIO()
+        image.save(out, format="PNG")
+        folder.put(name, out.getvalue())
+    search.ingester.index_source(folder)
+    query = io.BytesIO()
+    picture.resize((480, 360), Image.LANCZOS).save(query, format="JPEG", quality=90)
+    hits = {hit.key: hit for hit in search.searcher.search_image(query.getvalue()).hits}
+    big = hits["big.png"]
+    assert big.verified and (big.width, big.height) == (1280, 960)
+    corners = np.array(big.match_polygon)  # (4, 2) clockwise from the top left, as the query's box
+    np.testing.assert_allclose(corners, [[0, 0], [1280, 0], [1280, 960], [0, 960]], atol=0.08 * 1280)
+    assert hits["plain.png"].match_polygon is None and not hits["plain.png"].verified
+    assert big.to_dict()["match_polygon"] == big.match_polygon
+    plain = search.searcher.search_image(query.getvalue(), SearchOptions(rerank=False)).hits
+    assert {hit.match_polygon for hit in plain} == {None}
+
+
 def test_keys_cannot_escape_a_folder(world):
     folder, search, _ = world
     with pytest.raises(NotFoundError):

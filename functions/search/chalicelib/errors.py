@@ -12,7 +12,7 @@ import re
 from chalice import Response
 
 from imgsearch.errors import (BadImageError, ConfigError, ImageTooLargeError, ImgSearchError, InvalidRequestError,
-                              NotFoundError, StorageNotAllowedError, TransientError)
+                              NotFoundError, StorageNotAllowedError, TransientError, UrlFetchError)
 
 log = logging.getLogger("imgsearch.api")
 
@@ -49,6 +49,7 @@ ERROR_TABLE: tuple[tuple[type[BaseException], int, str], ...] = (
     (NotFoundError, 404, "not_found"),
     (StorageNotAllowedError, 404, "not_found"),  # a bucket or folder this API does not serve: as if absent
     (InvalidRequestError, 400, "bad_request"),  # the core's own check of request values (page, min_score, mode)
+    (UrlFetchError, 502, "url_fetch_failed"),  # search by URL: the URL's server failed us (DNS, timeout, 404)
     (TransientError, 503, "unavailable"),  # the index or object store is down: retry later
     (ConfigError, 500, "server_misconfigured"),  # the operator's environment; or exact search without painless
     (ImgSearchError, 500, "internal_error"),  # e.g. WeightsError, IncompatibleIndexError: the operator must act
@@ -82,8 +83,8 @@ def public_message(exc: BaseException, status: int, code: str) -> str:
     and the settings it names (the log has the rest)."""
     if isinstance(exc, StorageNotAllowedError):
         return "no such image: this API serves no bucket or folder of that name"
-    if status < 500 and isinstance(exc, (ApiError, ImgSearchError)):
-        return str(exc)
+    if (status < 500 and isinstance(exc, (ApiError, ImgSearchError))) or isinstance(exc, UrlFetchError):
+        return str(exc)  # a UrlFetchError's message names the URL's host and what went wrong, never an address
     if isinstance(exc, ImgSearchError):
         log.error("%s: %s", code, exc)
     else:  # a bug: log the traceback

@@ -1,7 +1,9 @@
-"""Reading requests: the query image (multipart, raw body or base64 JSON), search parameters, image references.
+"""Reading requests: the query image (multipart, raw body, base64 JSON or a JSON URL), search parameters, image
+references.
 
 Everything here only translates HTTP into plain values for the core and raises chalicelib.errors classes (or the
-core's ImageTooLargeError) for what is wrong with the request; nothing here decodes an image.
+core's ImageTooLargeError) for what is wrong with the request; nothing here decodes an image or fetches a URL (the
+core's imgsearch.fetch does, with its own checks).
 """
 
 from __future__ import annotations
@@ -35,16 +37,19 @@ FILE_FIELD = "file"
 _ENVELOPE = 64 * 1024  # room for multipart headers and form fields around the image
 _NO_IMAGE = ("no image: send multipart/form-data with a 'file' field, a raw image body with Content-Type "
              "image/jpeg (png, webp, gif, bmp, tiff), or JSON {\"image\": \"<base64>\"}")
+_NO_IMAGE_OR_URL = _NO_IMAGE + ", or JSON {\"url\": \"https://...\"}"
 
 
 @dataclass(frozen=True)
 class Upload:
-    image: bytes
+    image: bytes | None  # None: the query image is at `url`
     fields: dict[str, Any] = field(default_factory=dict)  # query string, overridden by form fields / JSON keys
+    url: str | None = None  # JSON {"url": ...} where the route accepts it: exactly one of image and url
 
 
-def read_upload(request, *, max_bytes: int) -> Upload:
-    """The query image and the parameters that came with it; the size limit is checked before any parsing."""
+def read_upload(request, *, max_bytes: int, accept_url: bool = False) -> Upload:
+    """The query image (or, with accept_url, the URL of one) and the parameters that came with it; the size limit
+    is checked before any parsing. Whether the URL may be fetched is the core's decision (imgsearch.fetch)."""
     content_type = request.headers.get("content-type") or ""
     mime = content_type.split(";", 1)[0].strip().lower()
     declared = request.headers.get("content-length")
@@ -61,6 +66,14 @@ def read_upload(request, *, max_bytes: int) -> Upload:
         fields.update({name: data.decode("utf-8", "replace") for name, data in parts.items()})
     elif mime == JSON:
         document = _json_object(body)
+        if accept_url and "url" in document:
+            if "image" in document:
+                raise BadRequest("send either 'image' or 'url', not both")
+            url = document.pop("url")
+            if not isinstance(url, str) or not url:
+                raise BadRequest("'url' must be an http:// or https:// URL")
+            fields.update(document)
+            return Upload(None, fields, url=url)
         image = _base64_image(document.pop("image", None))
         fields.update(document)
     elif mime in RAW_TYPES:
@@ -69,7 +82,7 @@ def read_upload(request, *, max_bytes: int) -> Upload:
         raise UnsupportedMediaType(f"unsupported Content-Type {mime or '(none)'!r}; use one of "
                                    f"{', '.join(UPLOAD_CONTENT_TYPES)}")
     if image is None:
-        raise BadRequest(_NO_IMAGE)
+        raise BadRequest(_NO_IMAGE_OR_URL if accept_url else _NO_IMAGE)
     if not image:
         raise BadRequest("the uploaded image is empty (0 bytes)")
     if len(image) > max_bytes:

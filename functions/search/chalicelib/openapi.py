@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 
 from imgsearch.confidence import CONFIDENT
+from imgsearch.fetch import MAX_REDIRECTS, MAX_URL_LENGTH, URL_PATTERN
 from imgsearch.options import DEFAULT_PAGE_SIZE, MAX_PREFIX_LENGTH, MAX_RESULT_WINDOW, max_page
 from imgsearch.storage import MAX_KEY_BYTES
 
@@ -53,6 +54,27 @@ _UPLOAD_BODY = {
            for mime in (*IMAGE_TYPES, "application/octet-stream")},
     },
 }
+
+# POST /search also takes the image's URL: JSON {"url": ...} instead of {"image": ...}, exactly one of the two.
+# URL_PATTERN is the form imgsearch.fetch.parse_url checks (anything else is a 400): http or https, a host and port,
+# no credentials, no spaces or control characters. Where the host points is known only once it is resolved.
+_SEARCH_BODY = copy.deepcopy(_UPLOAD_BODY)
+_SEARCH_BODY["description"] = ("The query image, in one of three ways, or its URL (JSON {\"url\": ...}). Parameters "
+                               "may also be sent as form fields or JSON keys (they override the query string).")
+_SEARCH_BODY["content"]["application/json"]["schema"] = {
+    "type": "object",
+    "description": "exactly one of `image` and `url` (both, or neither: 400)",
+    "properties": {
+        "image": _UPLOAD_BODY["content"]["application/json"]["schema"]["properties"]["image"],
+        "url": {"type": "string", "format": "uri", "maxLength": MAX_URL_LENGTH, "pattern": URL_PATTERN,
+                "description": "where the server fetches the query image: http or https, no credentials; the host "
+                               "must resolve to public internet addresses only (loopback, private, link-local, "
+                               f"multicast and reserved ones are refused: 400), at most {MAX_REDIRECTS} redirects, "
+                               "each checked the same way (400 beyond); the image's byte limit is enforced while "
+                               "it streams (413); a server that fails (no such host, no answer within the time "
+                               "limit, an error status) is a 502"}},
+    "oneOf": [{"required": ["image"]}, {"required": ["url"]}],
+    "additionalProperties": True}
 
 _UPLOAD_ERRORS = {
     "400": _ref("responses", "BadRequest"),
@@ -119,9 +141,10 @@ OPENAPI: dict = {
     "security": [{}, {"ApiKey": []}],
     "paths": {
         "/search": {"post": {
-            "summary": "Search with an uploaded image", "tags": ["search"], "parameters": _SEARCH_PARAMS,
-            "requestBody": _UPLOAD_BODY,
-            "responses": {"200": _json(_ref("schemas", "SearchResults"), "hits, best first"), **_UPLOAD_ERRORS}}},
+            "summary": "Search with an uploaded image, or the URL of one", "tags": ["search"],
+            "parameters": _SEARCH_PARAMS, "requestBody": _SEARCH_BODY,
+            "responses": {"200": _json(_ref("schemas", "SearchResults"), "hits, best first"), **_UPLOAD_ERRORS,
+                          "502": _ref("responses", "UrlFetchFailed")}}},
         "/searchByImage": {"post": {
             "summary": "The original demo's search (kept for its clients)", "tags": ["search"],
             "parameters": [
@@ -164,8 +187,9 @@ OPENAPI: dict = {
             "MinScore": {"name": "min_score", "in": "query", "description": "lowest cosine similarity to return",
                          "schema": {"type": "number", "minimum": -1, "maximum": 1}},
             "MinConfidence": {"name": "min_confidence", "in": "query", "description": "lowest confidence to "
-                              f"return; {CONFIDENT} and up is a confident match. Needs re-ranking (400 with "
-                              "rerank=false)", "schema": {"type": "number", "minimum": 0, "maximum": 1}},
+                              f"return; {CONFIDENT} and up is a confident match. Only re-ranked hits have a "
+                              "confidence, so this re-ranks whatever `rerank` says",
+                              "schema": {"type": "number", "minimum": 0, "maximum": 1}},
             "Page": {"name": "page", "in": "query", "description": f"1-based page number; {_PAGE_RULE}",
                      "schema": {"type": "integer", "minimum": 1, "default": 1}},
             "PageSize": {"name": "page_size", "in": "query", "description": "hits per page",
@@ -200,6 +224,8 @@ OPENAPI: dict = {
             "TooLarge": _error("the image is over the service's byte or pixel limit"),
             "UnsupportedImage": _error("not an image we can decode (corrupt, truncated, unknown format), or a "
                                        "Content-Type this route does not accept"),
+            "UrlFetchFailed": _error("search by URL: the URL's server failed (no such host, no connection, no "
+                                     "answer in time, a malformed answer or an error status)"),
             "Unavailable": {**_error("the index or object store is down; retry later"),
                             "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
         },
@@ -223,7 +249,15 @@ OPENAPI: dict = {
                 "confidence": {"type": "number", "minimum": 0, "maximum": 1, "nullable": True,
                                "description": "how likely the hit shows what the query shows, calibrated (0.9: about "
                                               f"9 in 10 such hits are right); {CONFIDENT} and up: a confident match. "
-                                              "Hits are ordered by it; null without re-ranking"}}},
+                                              "Hits are ordered by it; null without re-ranking"},
+                "match_polygon": {"type": "array", "nullable": True, "minItems": 4, "maxItems": 4,
+                                  "items": {"type": "array", "minItems": 2, "maxItems": 2,
+                                            "items": {"type": "number"}},
+                                  "description": "where the query was found in the hit: its outline, 4 [x, y] "
+                                                 "corners in the hit image's pixels (0, 0 at the top left; the "
+                                                 "frame of width x height), as the geometric verification mapped "
+                                                 "it; may reach past the image's edges. Verified hits only, else "
+                                                 "null"}}},
             "SearchResults": {"type": "object", "required": ["hits", "total", "page", "page_size", "took_ms"],
                               "properties": {
                                   "hits": {"type": "array", "items": _ref("schemas", "Hit")},

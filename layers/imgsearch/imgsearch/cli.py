@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
 from .config import SEARCH_MODES, Settings
 from .errors import ImgSearchError
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,8 +54,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="print the report as JSON")
         p.set_defaults(run=cmd_index)
 
-    p = commands.add_parser("search", help="search with an image file")
-    p.add_argument("image", type=Path)
+    p = commands.add_parser("search", help="search with an image file or an http(s) URL")
+    p.add_argument("image", help="an image file, or an http:// or https:// URL (public hosts only, unless "
+                                 "IMGSEARCH_URL_ALLOW_PRIVATE=true)")
     _search_options(p)
     p.set_defaults(run=cmd_search)
 
@@ -113,7 +117,7 @@ def _search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--page", type=int, default=1, help="1-based page number")
     p.add_argument("--min-score", type=float, help="lowest cosine similarity to return (-1..1)")
     p.add_argument("--min-confidence", type=float, help="lowest confidence to return (0..1; 0.5 and up: a "
-                                                        "confident match; needs re-ranking)")
+                                                        "confident match; re-ranks, whatever --no-rerank says)")
     p.add_argument("--mode", choices=SEARCH_MODES, help="exact or knn [IMGSEARCH_SEARCH_MODE]")
     p.add_argument("--prefix", help="only keys starting with this")
     _rerank_option(p)
@@ -161,10 +165,15 @@ def cmd_index(args, settings: Settings) -> int:
 
 
 def cmd_search(args, settings: Settings) -> int:
-    try:
-        data = args.image.read_bytes()
-    except OSError as exc:
-        raise ImgSearchError(f"cannot read {args.image}: {exc.strerror}") from None
+    if _URL.match(args.image):  # any scheme: fetch refuses all but http(s) with the reason
+        from .fetch import fetch_image
+
+        data = fetch_image(args.image, settings)
+    else:
+        try:
+            data = Path(args.image).read_bytes()
+        except OSError as exc:
+            raise ImgSearchError(f"cannot read {args.image}: {exc.strerror}") from None
     results = _service(settings).searcher.search_image(data, _options(args))
     _print_results(results, args.json)
     return 0

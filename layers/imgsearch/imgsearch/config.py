@@ -64,6 +64,7 @@ class Settings:
     functions_dir: Path | None = None  # the local runners: functions/ of a checkout (None: this package's)
     precision: str | None = None  # the network's runtime: "int8" (OpenVINO) or "fp32" (TensorFlow); see below
     int8_model: Path | None = None  # the int8 model `imgsearch build-model` wrote (its .xml)
+    url_allow_private: bool = False  # search by URL may fetch from loopback and private addresses (tests, local)
 
     _ENV = {
         "weights": "IMGSEARCH_VGG19_WEIGHTS",
@@ -100,6 +101,7 @@ class Settings:
         "functions_dir": "IMGSEARCH_FUNCTIONS_DIR",
         "precision": "IMGSEARCH_PRECISION",
         "int8_model": "IMGSEARCH_INT8_MODEL",
+        "url_allow_private": "IMGSEARCH_URL_ALLOW_PRIVATE",
     }
 
     @classmethod
@@ -159,7 +161,7 @@ class Settings:
 
 _INTS = {"es_retries", "knn_candidates", "max_image_bytes", "max_pixels", "batch_size", "url_expires",
          "max_page_size", "rerank_depth", "rerank_min_inliers"}
-_BOOLS = {"es_verify_certs", "rerank"}
+_BOOLS = {"es_verify_certs", "rerank", "url_allow_private"}
 
 
 def _parse(field_name: str, env_name: str, raw: str):

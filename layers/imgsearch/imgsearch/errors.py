@@ -57,3 +57,9 @@ class IncompatibleIndexError(OperatorError):
 
 class BackendUnavailableError(TransientError):
     """The index or the object store did not answer."""
+
+
+class UrlFetchError(ImgSearchError):
+    """The image at a URL could not be fetched: no such host, no connection, a timeout, a broken answer, an error
+    status. The remote server's doing, neither the request's form (a refused URL is an InvalidRequestError) nor
+    this deployment's: the API answers 502."""

@@ -46,7 +46,7 @@ def check_search(*, min_score: float | None, page: int, page_size: int, mode: st
 
 @dataclass(frozen=True)
 class SearchOptions:
-    """min_score: lowest cosine to return; min_confidence: lowest confidence (needs re-ranking); page is 1-based;
+    """min_score: lowest cosine to return; min_confidence: lowest confidence (re-ranks); page is 1-based;
     mode None and rerank None: the settings' default."""
 
     min_score: float | None = None

@@ -42,6 +42,8 @@ class Hit:
     inliers: int | None = None  # re-ranked hits only: how many local features agree geometrically
     verified: bool | None = None  # re-ranked hits only: enough inliers of a plausible view (confidence.verified)
     confidence: float | None = None  # with re-ranking on: P(the hit shows what the query shows), calibrated
+    # verified hits only: where the query was found, 4 (x, y) corners in the hit's pixels (width x height)
+    match_polygon: tuple[tuple[float, float], ...] | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -106,10 +108,9 @@ class Searcher:
                                 page_size=options.page_size, mode=options.mode or self.settings.search_mode,
                                 key_prefix=options.key_prefix, exclude_ids=exclude_ids)
         rerank = self.settings.rerank if options.rerank is None else options.rerank
+        if options.min_confidence is not None:  # only verified hits have a confidence: asking for one verifies
+            rerank = True
         if not rerank:
-            if options.min_confidence is not None:
-                raise InvalidRequestError("min_confidence needs re-ranking (rerank=true): only re-ranked hits "
-                                          "have a confidence")
             found = self.index.search(request)
             hits, total = [self._hit(hit) for hit in found.hits], found.total
         elif options.min_confidence is not None:
@@ -153,8 +154,10 @@ class Searcher:
              confidence: float | None = None) -> Hit:
         doc = hit.document
         url = self.storages.url(doc.bucket, doc.key) if self.storages.allows(doc.bucket) else None
+        verified = None if match is None else confidence_model.verified(match, self.settings.rerank_min_inliers)
+        polygon = (local_features.outline_in_pixels(match.outline, doc.width, doc.height)
+                   if verified and doc.width and doc.height else None)
         return Hit(score=round(hit.score, 6), key=doc.key, bucket=doc.bucket, url=url, size=doc.size,
                    width=doc.width, height=doc.height, content_type=doc.content_type, id=doc.doc_id,
-                   inliers=None if match is None else match.inliers,
-                   verified=None if match is None else confidence_model.verified(match, self.settings.rerank_min_inliers),
-                   confidence=None if confidence is None else round(confidence, 4))
+                   inliers=None if match is None else match.inliers, verified=verified,
+                   confidence=None if confidence is None else round(confidence, 4), match_polygon=polygon)
