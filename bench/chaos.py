@@ -10,6 +10,9 @@ other bytes. When everything has settled, compare the bucket with the index:
   stale  documents of overwritten objects still holding the old bytes (their ETag differs from the object's)
   dead letters  messages in the dead-letter queue (LocalStack path), failures the webhook logged (MinIO path)
 
+and how long each upload took to become searchable while the burst drained (p50/p95; the index is polled
+every half second). With --kills 0 --es-outage 0 --deletes 0 --overwrites 0 it is a plain burst.
+
 then run `imgsearch sync` (the documented repair) and report what it found to fix (nothing, if all is well).
 
   .venv/bin/python bench/chaos.py [--store localstack|minio] [--images 200] [--kills 2] [--es-outage 20]
@@ -160,8 +163,14 @@ def run(args) -> dict:
         print(f"[{log[-1][0]:7.1f} s] {what}", file=sys.stderr)
 
     t0 = time.monotonic()
-    uploader = threading.Thread(target=lambda: [stack.s3.put_object(Bucket=bucket, Key=k, Body=b,
-                                                                    ContentType="image/jpeg") for k, b in photos])
+    uploaded_at, searchable_at = {}, {}  # key -> seconds since t0: put answered, first seen in the index
+
+    def upload_all() -> None:
+        for key, body in photos:
+            stack.s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="image/jpeg")
+            uploaded_at[key] = time.monotonic() - t0
+
+    uploader = threading.Thread(target=upload_all)
     uploader.start()
     note(f"uploading {len(photos)} images")
     victims = list(range(args.deletes + args.overwrites))
@@ -169,8 +178,14 @@ def run(args) -> dict:
     overwritten = [photos[i][0] for i in victims[args.deletes:]]
     marks = {"kill": [0.15, 0.55][:args.kills], "es": 0.35 if args.es_outage else None, "churn": 0.25}
 
+    def seen() -> dict:
+        now = stack.indexed()
+        for key in now.keys() - searchable_at.keys():
+            searchable_at[key] = time.monotonic() - t0
+        return now
+
     def progress() -> float:
-        return len(stack.indexed()) / len(photos)
+        return len(seen()) / len(photos)
 
     done_kills, es_done, churn_done = 0, not args.es_outage, False
     while done_kills < len(marks["kill"]) or not es_done or not churn_done:
@@ -206,7 +221,7 @@ def run(args) -> dict:
     expected_count = len(photos) - len(deleted)
     quiet_since, last = time.monotonic(), None
     while time.monotonic() - t0 < args.timeout:
-        now = stack.indexed()
+        now = seen()
         queue = stack.queue() if args.store == "localstack" else {}
         busy = queue.get("waiting", 0) + queue.get("in_flight", 0) if queue and "error" not in queue else 0
         if now != last or busy:
@@ -215,7 +230,7 @@ def run(args) -> dict:
             break
         if time.monotonic() - quiet_since > 90:  # nothing moves any more
             break
-        time.sleep(2)
+        time.sleep(0.5)
     drained = time.monotonic() - t0
     note("settled")
 
@@ -229,6 +244,9 @@ def run(args) -> dict:
     except ValueError:
         repaired = {"error": (sync.stderr or sync.stdout)[-500:]}
     status = stack.status()
+    churned = set(deleted) | set(overwritten)
+    latencies = sorted(searchable_at[k] - uploaded_at[k] for k in uploaded_at.keys() & searchable_at.keys()
+                       if k not in churned)
     stats = subprocess.run([str(REPO / ".venv/bin/imgsearch"), "--backend", "elasticsearch", "stats"],
                            env={**stack.env, **values}, capture_output=True, text=True, timeout=300)
     current = json.loads(stats.stdout)["whitening"] if stats.returncode == 0 else None
@@ -245,7 +263,11 @@ def run(args) -> dict:
         "sync_found": {k: repaired.get(k) for k in ("indexed", "deleted", "failed") if k in repaired} or repaired,
         "restarts": status["worker" if args.store == "localstack" else "webhook"].get("restarts"),
         "whitening": current, "documents_of_an_older_whitening": sum(n for w, n in whitenings.items() if w != current),
-        "wall_s": round(drained, 1), "timeline": log,
+        "wall_s": round(drained, 1),
+        "upload_to_searchable_s": {"p50": round(latencies[len(latencies) // 2], 1),
+                                   "p95": round(latencies[min(len(latencies) - 1, round(0.95 * len(latencies)))], 1),
+                                   "max": round(latencies[-1], 1), "n": len(latencies)} if latencies else None,
+        "timeline": log,
         "load_avg": os.getloadavg(),
     }
     if not args.keep:
