@@ -48,6 +48,16 @@ def browser():
     driver.quit()
 
 
+def upload_through_page(browser, api: str, query) -> None:
+    """Open the page, wait until it shows the index, and choose `query` in its file input."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(api + "/")
+    WebDriverWait(browser, 30).until(lambda d: "indexed" in d.find_element(By.ID, "stats").text)
+    browser.find_element(By.ID, "file").send_keys(str(query))
+
+
 def test_upload_through_the_page_finds_the_original(api, browser, seed_paths, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -55,9 +65,7 @@ def test_upload_through_the_page_finds_the_original(api, browser, seed_paths, tm
     original = seed_paths[0]
     query = tmp_path / "query.jpg"
     query.write_bytes(reencoded_copy(original))
-    browser.get(api + "/")
-    WebDriverWait(browser, 30).until(lambda d: "indexed" in d.find_element(By.ID, "stats").text)
-    browser.find_element(By.ID, "file").send_keys(str(query))
+    upload_through_page(browser, api, query)
 
     wait = WebDriverWait(browser, 120)
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#results .result .name"))
@@ -103,9 +111,7 @@ def test_a_verified_hit_shows_where_it_matched(api, browser, seed_paths, tmp_pat
     original = seed_paths[4]  # its features reach close to every edge, so its outline nearly spans it
     query = tmp_path / "query.jpg"
     query.write_bytes(reencoded_copy(original))
-    browser.get(api + "/")
-    WebDriverWait(browser, 30).until(lambda d: "indexed" in d.find_element(By.ID, "stats").text)
-    browser.find_element(By.ID, "file").send_keys(str(query))
+    upload_through_page(browser, api, query)
     wait = WebDriverWait(browser, 120)
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#verifiedHits .result .match-outline"))
     browser.execute_script(SET_SLIDER, "0")  # every hit, verified or not
@@ -155,9 +161,7 @@ def test_a_photo_of_nothing_indexed_gets_no_confident_match(api, browser, tmp_pa
         draw.ellipse([40 * i, 30 * i, 40 * i + 120, 30 * i + 90], fill=(200 - 12 * i, 60 + 10 * i, 30))
     query = tmp_path / "elsewhere.jpg"
     scene.save(query, quality=90)
-    browser.get(api + "/")
-    WebDriverWait(browser, 30).until(lambda d: "indexed" in d.find_element(By.ID, "stats").text)
-    browser.find_element(By.ID, "file").send_keys(str(query))
+    upload_through_page(browser, api, query)
     wait = WebDriverWait(browser, 120)
     wait.until(lambda d: "No confident match" in d.find_element(By.ID, "message").text)
     assert browser.find_elements(By.CSS_SELECTOR, "#results .result") == []

@@ -88,6 +88,18 @@ def _parser() -> argparse.ArgumentParser:
                                                   "judges the worker by it)")
     p.set_defaults(run=cmd_worker)
 
+    p = commands.add_parser("backfill", help="load an existing bucket through the queue: one ObjectCreated message "
+                                             "per object, for the extract function (resumable)")
+    p.add_argument("source", help="s3://BUCKET[/PREFIX]; the bucket must be allowed (IMGSEARCH_ALLOWED_BUCKETS, "
+                                  "IMGSEARCH_BUCKET)")
+    p.add_argument("--queue-url", required=True, help="the extract function's queue (the stack's QueueUrl output)")
+    p.add_argument("--endpoint-url", help="SQS/S3 endpoint (LocalStack, moto) [AWS_ENDPOINT_URL]")
+    p.add_argument("--checkpoint", type=Path, help="where the last key enqueued is kept, to resume "
+                                                   "[DATA_DIR/backfill/<bucket, prefix, queue>.json]")
+    p.add_argument("--restart", action="store_true", help="ignore the checkpoint: enqueue every object again")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(run=cmd_backfill)
+
     p = commands.add_parser("webhook", help="receive MinIO webhook notifications and feed the extract handler")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8900)
@@ -258,6 +270,33 @@ def cmd_worker(args, settings: Settings) -> int:
                         heartbeat=args.heartbeat)
     print(json.dumps(totals))
     return 0
+
+
+def cmd_backfill(args, settings: Settings) -> int:
+    import boto3
+    from tqdm import tqdm
+
+    from .backfill import backfill, default_checkpoint, open_bucket, parse_source
+
+    bucket, prefix = parse_source(args.source)
+    if args.endpoint_url:
+        settings = settings.replace(s3_endpoint_url=args.endpoint_url)
+    storage = open_bucket(settings, bucket)  # allowed buckets only, and no model: Storages alone
+    checkpoint = args.checkpoint or default_checkpoint(settings.data_dir, storage.bucket, prefix, args.queue_url)
+    sqs = boto3.client("sqs", endpoint_url=args.endpoint_url) if args.endpoint_url else boto3.client("sqs")
+    with tqdm(unit="obj", desc="enqueueing", file=sys.stderr, disable=None) as bar:
+        report = backfill(storage, prefix, args.queue_url, sqs, checkpoint=checkpoint, restart=args.restart,
+                          progress=bar.update)
+    if args.json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        resumed = f"; resumed after {report.resumed_after!r}" if report.resumed_after else ""
+        print(f"listed {report.listed} objects, sent {report.sent} messages in {report.batches} batches, "
+              f"failed {len(report.failed)}, skipped {report.skipped} folder markers{resumed}; "
+              f"{report.sent_total} messages over every run (checkpoint {report.checkpoint})")
+        for key, reason in report.failed:
+            print(f"  failed: {key}: {reason}")
+    return 0 if report.ok else 1
 
 
 def cmd_webhook(args, settings: Settings) -> int:

@@ -195,11 +195,13 @@ class S3Storage(Storage):
             raise ImageTooLargeError(f"object is over the limit of {max_bytes} bytes")
         return data
 
-    def list(self, prefix: str = "") -> Iterator[StoredObject]:
+    def list(self, prefix: str = "", *, start_after: str = "") -> Iterator[StoredObject]:
+        """In S3's order (UTF-8 bytes); start_after: only keys after this one (a resumed listing)."""
         from botocore.exceptions import ClientError
 
         try:
-            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+            extra = {"StartAfter": start_after} if start_after else {}
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix, **extra)
             for page in _translated(pages):  # pages are fetched lazily, so errors come while iterating
                 for item in page.get("Contents", []):
                     yield StoredObject(self.bucket, item["Key"], item["Size"], item.get("ETag", "").strip('"') or None,
