@@ -115,3 +115,12 @@ def png(colour) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (32, 32), colour).save(out, format="PNG")
     return out.getvalue()
+
+
+def error_of(response, status: int, code: str) -> str:
+    """An API error answer: this status, JSON {"message", "code"} with this code; returns the message."""
+    assert response.status_code == status, (response.status_code, response.text)
+    body = response.json()
+    assert set(body) == {"message", "code"} and body["code"] == code, body
+    assert body["message"]
+    return body["message"]

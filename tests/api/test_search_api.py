@@ -151,6 +151,9 @@ def test_confidence_orders_the_hits_and_min_confidence_keeps_the_sure_ones(api, 
     assert confidences == sorted(confidences, reverse=True) and max(confidences[1:]) < 0.5
     sure = upload(api, reencoded_copy(seed_paths[3]), params={"min_confidence": "0.5"}).json()
     assert hit_keys(sure) == [seed_paths[3].name] and sure["total"] == 1
+    far = upload(api, reencoded_copy(seed_paths[3]), params={"min_confidence": "0.5", "page": "100",
+                                                            "page_size": "100"}).json()
+    assert far["hits"] == [] and far["total"] == 1  # only the verified head is read, whatever the page
     # Only re-ranked hits have a confidence: asking for one re-ranks, whatever rerank says.
     forced = upload(api, reencoded_copy(seed_paths[3]), params={"min_confidence": "0.5", "rerank": "false"}).json()
     assert hit_keys(forced) == [seed_paths[3].name] and forced["hits"][0]["verified"] is True

@@ -11,7 +11,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from helpers import reencoded_copy
+from helpers import error_of, reencoded_copy
 from imgsearch import service
 from imgsearch.errors import BackendUnavailableError
 from imgsearch.index.base import IndexBackend
@@ -23,14 +23,6 @@ def upload(api: str, data: bytes, *, path: str = "/search", params=None, filenam
            content_type="image/jpeg", **kwargs):
     return requests.post(api + path, params=params, files={"file": (filename, data, content_type)},
                          timeout=TIMEOUT, **kwargs)
-
-
-def error_of(response, status: int, code: str) -> str:
-    assert response.status_code == status, (response.status_code, response.text)
-    body = response.json()
-    assert set(body) == {"message", "code"} and body["code"] == code, body
-    assert body["message"]
-    return body["message"]
 
 
 class DownIndex(IndexBackend):

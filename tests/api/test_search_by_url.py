@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from helpers import reencoded_copy
+from helpers import error_of, reencoded_copy
 from http_images import ImageServer
 
 TIMEOUT = 120
@@ -45,14 +45,6 @@ def allow_private(variant):
 
 def by_url(api: str, url, *, params=None, **extra):
     return requests.post(api + "/search", params=params, json={"url": url, **extra}, timeout=TIMEOUT)
-
-
-def error_of(response, status: int, code: str) -> str:
-    assert response.status_code == status, (response.status_code, response.text)
-    body = response.json()
-    assert set(body) == {"message", "code"} and body["code"] == code, body
-    assert body["message"]
-    return body["message"]
 
 
 # -- found ---------------------------------------------------------------------------------------------------------

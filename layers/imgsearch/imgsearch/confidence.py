@@ -63,3 +63,6 @@ def confidence(cosine: float, match: Match) -> float:
     ordering by it never puts a hit with fewer inliers and a lower cosine above another."""
     z = _INTERCEPT + _COSINE * cosine + _LOG_INLIERS * math.log1p(geometric_inliers(match))
     return 1.0 / (1.0 + math.exp(-z))
+
+
+UNVERIFIED_MAX = confidence(1.0, Match())  # the most a hit without geometric inliers can have (0.0012 today)

@@ -113,7 +113,8 @@ class Searcher:
         if not rerank:
             found = self.index.search(request)
             hits, total = [self._hit(hit) for hit in found.hits], found.total
-        elif options.min_confidence is not None:
+        # A bar at or below UNVERIFIED_MAX filters nothing (every hit reaches it); above it, only verified can.
+        elif options.min_confidence is not None and options.min_confidence > confidence_model.UNVERIFIED_MAX:
             hits, total = self._reranked(request, query_features(), min_confidence=options.min_confidence)
         elif request.offset >= self.settings.rerank_depth:  # past the verified head: the cosine says it all
             found = self.index.search(request)
@@ -129,10 +130,11 @@ class Searcher:
         """Verify the best `rerank_depth` candidates geometrically and order them by confidence; the page is then
         cut from that order (hits past the depth follow in the global order, their confidence from the cosine
         alone, never above a verified candidate's: the confidence grows with the cosine and the inliers).
-        With min_confidence, only hits that reach it, and the total counts those."""
+        With min_confidence (above UNVERIFIED_MAX), only verified candidates can reach it: only the head is
+        fetched, whatever the page, and the total counts the hits that reach it."""
         depth, min_inliers = self.settings.rerank_depth, self.settings.rerank_min_inliers
-        head = dataclasses.replace(request, page=1, page_size=max(depth, request.offset + request.page_size),
-                                   with_local_features=True)
+        wanted = depth if min_confidence else max(depth, request.offset + request.page_size)
+        head = dataclasses.replace(request, page=1, page_size=wanted, with_local_features=True)
         found = self.index.search(head)
         checked = found.hits[:depth]
         matches = (local_features.verify(query, [local_features.decode(h.document.local_features) for h in checked],
@@ -142,12 +144,10 @@ class Searcher:
                          for hit, match in zip(checked, matches)), key=lambda scored: -scored[2])  # stable
         ranked += [(hit, None, confidence_model.confidence(hit.score, local_features.NO_MATCH))
                    for hit in found.hits[len(checked):]]
-        kept = [scored for scored in ranked if scored[2] >= min_confidence]
-        # Hits past those fetched are unverified: none of them counts once the bar is above what an unverified
-        # hit can reach; below it, they all do.
-        unverified_ceiling = confidence_model.confidence(1.0, local_features.NO_MATCH)
-        total = len(kept) if min_confidence > unverified_ceiling else found.total - (len(ranked) - len(kept))
-        window = kept[request.offset:request.offset + request.page_size]
+        if min_confidence:
+            ranked = [scored for scored in ranked if scored[2] >= min_confidence]
+        total = len(ranked) if min_confidence else found.total
+        window = ranked[request.offset:request.offset + request.page_size]
         return [self._hit(hit, match, confidence) for hit, match, confidence in window], total
 
     def _hit(self, hit: ScoredDocument, match: local_features.Match | None = None,
