@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 from pathlib import Path
 
@@ -124,3 +125,22 @@ def error_of(response, status: int, code: str) -> str:
     assert set(body) == {"message", "code"} and body["code"] == code, body
     assert body["message"]
     return body["message"]
+
+
+def emf_metrics(output: str) -> dict[str, list[float]]:
+    """Every metric value in the CloudWatch embedded-metric-format lines of output (what powertools Metrics
+    prints and Lambda's log stream turns into metrics), by metric name."""
+    values: dict[str, list[float]] = {}
+    for line in output.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(record, dict) or "_aws" not in record:
+            continue
+        for directive in record["_aws"]["CloudWatchMetrics"]:
+            assert directive["Namespace"] == "ImgSearch"
+            for metric in directive["Metrics"]:
+                value = record[metric["Name"]]
+                values.setdefault(metric["Name"], []).extend(value if isinstance(value, list) else [value])
+    return values

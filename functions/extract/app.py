@@ -3,7 +3,9 @@
 Lambda entry point `app.handler`. It accepts an SQS batch (S3 notifications inside, reported with
 batchItemFailures), a direct S3 notification, an EventBridge event, or a MinIO webhook payload. The work
 itself is the core's: the ingester applies the change, then the whitening's upkeep runs (upkeep.py); this
-module only routes events and reports failures.
+module only routes events and reports failures, and what it did: powertools Metrics (imgsearch.metrics: images
+indexed, failed, retried, the time per object and the ingest lag) and Tracer (X-Ray, where the function has
+active tracing; a no-op elsewhere).
 
 `app.reconcile`, run on a schedule (template.yaml's ReconcileFunction, the same image), is `imgsearch sync` of
 the configured bucket: it indexes what no event delivered and drops documents whose objects are gone, and logs
@@ -15,22 +17,35 @@ from __future__ import annotations
 import functools
 import json
 import re
+import time
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
+from imgsearch import metrics as names
 from imgsearch import service
 from imgsearch.errors import ConfigError, PermanentError
 from imgsearch.events import ObjectChange, parse_notification
 from imgsearch.ingest import ChangeOutcome
 
-logger = Logger(service="imgsearch-extract")
+SERVICE = "imgsearch-extract"
+logger = Logger(service=SERVICE)
+metrics = names.make_metrics(SERVICE)
+tracer = Tracer(service=SERVICE)
 # Report every failure as batchItemFailures, even a whole failed batch (no exception: one shape to handle).
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 def handler(event: dict, context=None) -> dict:
+    try:
+        return _route(event, context)
+    finally:
+        names.publish(metrics)
+
+
+def _route(event: dict, context) -> dict:
     records = event.get("Records") if isinstance(event, dict) else None
     if isinstance(records, list) and records and isinstance(records[0], dict) \
             and records[0].get("eventSource") == "aws:sqs":
@@ -54,8 +69,10 @@ def reconcile(event: dict | None = None, context=None) -> dict:
     report = search.ingester.index_source(search.storages.get(bucket), prune=True)
     search.upkeep.after_ingest()
     fixed = report.to_dict()
-    logger.info("reconciled", extra={"bucket": bucket, **fixed,
-                                     "fixed": report.indexed + report.deleted + len(report.failed)})
+    drift = report.indexed + report.deleted + len(report.failed)
+    logger.info("reconciled", extra={"bucket": bucket, **fixed, "fixed": drift})
+    metrics.add_metric(name=names.DRIFT_FIXED, unit=MetricUnit.Count, value=drift)
+    names.publish(metrics)
     return fixed
 
 
@@ -77,6 +94,10 @@ def _sqs_record(record: SQSRecord) -> None:
     except Exception:
         _back_off(record)
         raise
+    sent_ms = record.attributes.get("SentTimestamp")
+    if str(sent_ms).isdigit():  # Lambda's poller always gives it; a hand-made event may not
+        metrics.add_metric(name=names.INGEST_LAG_MS, unit=MetricUnit.Milliseconds,
+                           value=max(0, time.time() * 1000 - int(sent_ms)))
 
 
 # Retries of a failed message wait 30 s, 60 s, 2 min, ... up to 15 min: with the queue's maxReceiveCount (8) a
@@ -86,6 +107,7 @@ RETRY_FIRST_S, RETRY_MAX_S = 30, 900
 
 
 def _back_off(record: SQSRecord) -> None:
+    metrics.add_metric(name=names.RETRIED, unit=MetricUnit.Count, value=1)
     receives = int(record.attributes.approximate_receive_count or 1)
     delay = min(RETRY_FIRST_S * 2 ** (receives - 1), RETRY_MAX_S)
     try:
@@ -95,9 +117,19 @@ def _back_off(record: SQSRecord) -> None:
         logger.warning("could not delay the retry", extra={"message_id": record.message_id, "error": str(exc)})
 
 
+OUTCOME_METRICS = {"indexed": names.INDEXED, "unchanged": names.UNCHANGED, "deleted": names.DELETED}
+
+
+@tracer.capture_method(capture_response=False)
 def _apply(change: ObjectChange) -> ChangeOutcome:
     search = service.get()
+    started = time.perf_counter()
     outcome = search.ingester.apply_change(change)
+    if outcome.action in OUTCOME_METRICS:  # "absent": a delete of what was never indexed
+        metrics.add_metric(name=OUTCOME_METRICS[outcome.action], unit=MetricUnit.Count, value=1)
+    if outcome.action == "indexed":
+        metrics.add_metric(name=names.INDEX_MS, unit=MetricUnit.Milliseconds,
+                           value=(time.perf_counter() - started) * 1000)
     if outcome.action in ("indexed", "unchanged"):  # unchanged: a retry may find its refit not yet done
         search.upkeep.after_ingest()
     logger.info("object synced", extra={"bucket": change.bucket, "key": change.key, "event": change.event_name,
@@ -109,6 +141,7 @@ def _reject(record: SQSRecord, change: ObjectChange | None, exc: Exception) -> N
     """A permanent failure: log it; with a dead-letter queue configured, park it there with its reason at once
     (retrying a bad image cannot help); otherwise fail the record so the queue's redrive policy parks it."""
     where = {"bucket": change.bucket, "key": change.key} if change else {}
+    metrics.add_metric(name=names.FAILED, unit=MetricUnit.Count, value=1)
     logger.error("object rejected", extra={**where, "reason": str(exc), "message_id": record.message_id})
     dlq_url = service.settings().dead_letter_queue_url
     if not dlq_url:

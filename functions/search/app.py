@@ -3,7 +3,9 @@
 `app` is the Lambda handler. Nothing heavy is imported here: imgsearch.service builds the ImageSearch on first
 use, and TensorFlow loads only when the first image is embedded. `imgsearch serve` and the tests call
 service.use(). Errors are JSON {"message", "code"}: the middleware maps every exception once, with the table
-in chalicelib/errors.py, and gives Chalice's own error answers the same shape.
+in chalicelib/errors.py, and gives Chalice's own error answers the same shape. Each search adds powertools
+Metrics (imgsearch.metrics: queries, time, verified hits), written once per request by the middleware; Tracer
+records X-Ray subsegments where the function has active tracing.
 """
 
 from __future__ import annotations
@@ -11,14 +13,18 @@ from __future__ import annotations
 import functools
 import hmac
 import threading
+import time
 from pathlib import Path
 
+from aws_lambda_powertools import Tracer
+from aws_lambda_powertools.metrics import MetricUnit
 from chalice import Chalice, ChaliceUnhandledError, Response
 
 from chalicelib import health as probes
 from chalicelib import inputs, openapi
 from chalicelib.errors import MissingApiKey, WrongApiKey, error_response, reshape_chalice_error
 from imgsearch import fetch, service
+from imgsearch import metrics as names
 from imgsearch.confidence import CONFIDENT
 from imgsearch.errors import ConfigError, ImgSearchError
 from imgsearch.storage import FolderStorage
@@ -28,6 +34,9 @@ app.api.binary_types = sorted(set(app.api.binary_types) | set(inputs.BINARY_TYPE
 PUBLIC_ROUTES = {("GET", "/"), ("GET", "/health")}  # everything else needs x-api-key when one is configured
 PAGE_FILE = Path(__file__).resolve().parent / "chalicelib" / "page.html"
 _local = threading.local()
+SERVICE = "imgsearch-search"
+metrics = names.make_metrics(SERVICE)
+tracer = Tracer(service=SERVICE)
 
 
 def current_request():
@@ -69,6 +78,7 @@ def guard(request, get_response):
         return error_response(exc)
     finally:
         _local.request = None
+        names.publish(metrics)  # one line per request (a Lambda instance serves one request at a time)
 
 
 def check_api_key(expected: str | None, given: str | None) -> None:
@@ -88,7 +98,7 @@ def search():
     options = inputs.search_options(upload.fields, max_page_size=settings.max_page_size)
     # {"url": ...}: fetched by the core under its rules (public hosts only, redirects, limits); see imgsearch.fetch
     image = upload.image if upload.url is None else fetch.fetch_image(upload.url, settings)
-    return service.get().searcher.search_image(image, options).to_dict()
+    return _measured(lambda searcher: searcher.search_image(image, options)).to_dict()
 
 
 @route("/searchByImage", methods=["POST"], content_types=inputs.UPLOAD_CONTENT_TYPES)
@@ -97,7 +107,7 @@ def search_by_image():
     settings = service.settings()
     upload = inputs.read_upload(current_request(), max_bytes=settings.max_image_bytes)
     options = inputs.demo_options(upload.fields, max_page_size=settings.max_page_size)
-    results = service.get().searcher.search_image(upload.image, options)
+    results = _measured(lambda searcher: searcher.search_image(upload.image, options))
     return [{"score": hit.score, "imageName": hit.key, "imageUrl": hit.url} for hit in results.hits]
 
 
@@ -114,7 +124,20 @@ def similar_by_query():
 def _similar(ref: inputs.ImageRef) -> dict:
     options = inputs.search_options(inputs.query_params(current_request()),
                                     max_page_size=service.settings().max_page_size)
-    return service.get().searcher.similar_to(ref.bucket, ref.key, options).to_dict()
+    return _measured(lambda searcher: searcher.similar_to(ref.bucket, ref.key, options)).to_dict()
+
+
+@tracer.capture_method(capture_response=False)  # results hold presigned URLs: not for traces
+def _measured(run):
+    """run(searcher) -> SearchResults, with its metrics added: one query, its time, its verified hits."""
+    started = time.perf_counter()
+    results = run(service.get().searcher)
+    metrics.add_metric(name=names.QUERIES, unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name=names.QUERY_MS, unit=MetricUnit.Milliseconds,
+                       value=(time.perf_counter() - started) * 1000)
+    metrics.add_metric(name=names.HITS_VERIFIED, unit=MetricUnit.Count,
+                       value=sum(1 for hit in results.hits if hit.verified))
+    return results
 
 
 # -- indexed images --------------------------------------------------------------------------------------

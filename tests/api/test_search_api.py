@@ -16,7 +16,7 @@ import pytest
 import requests
 from PIL import Image
 
-from helpers import reencoded_copy
+from helpers import emf_metrics, reencoded_copy
 from imgsearch import service as holder
 from imgsearch.options import MAX_PREFIX_LENGTH, max_page
 
@@ -247,11 +247,24 @@ def test_keys_with_slashes_spaces_and_percent(api, tmp_path, search_module, seed
         service.close()
 
 
+def test_each_search_writes_its_metrics_for_cloudwatch(api, seed_paths, capsys, monkeypatch):
+    """One EMF line per request (Lambda's log stream turns it into CloudWatch metrics): a query, its time and
+    how many of its hits were verified; nothing for a request that is not a search."""
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    capsys.readouterr()
+    hits = upload(api, reencoded_copy(seed_paths[0])).json()["hits"]
+    requests.get(f"{api}/stats", timeout=TIMEOUT)
+    metrics = emf_metrics(capsys.readouterr().out)
+    assert metrics["Queries"] == [1] and 0 < metrics["QueryMs"][0] < TIMEOUT * 1000
+    assert metrics["HitsVerified"] == [sum(1 for hit in hits if hit["verified"])] and hits[0]["verified"]
+
+
 def test_stats(api, seed_paths):
     response = requests.get(f"{api}/stats", timeout=TIMEOUT)
     assert response.status_code == 200
     assert response.json() == {"documents": len(seed_paths), "model_id": "vgg19-rmac-sq224-pcaw",
-                               "backend": "embedded", "whitening": "none"}  # too few images to fit one yet
+                               "backend": "embedded", "whitening": "none",  # too few images to fit one yet
+                               "whitening_images": 0}  # no queue configured: no "ingest" part
 
 
 def test_health_when_everything_answers(api, seed_dir):

@@ -127,3 +127,75 @@ def test_a_scheduled_reconcile_repairs_drift_and_failed_messages_back_off():
     queue = template()["Resources"]["EventsQueue"]["Properties"]
     assert queue["RedrivePolicy"]["maxReceiveCount"] >= 8  # with the handler's backoff: ~40 min of outage
     assert "sqs:ChangeMessageVisibility" in str(functions()["extract"]["Properties"]["Policies"])
+
+
+# -- see it run (issue 16, item 5): traces, metrics, the backlog on GET /stats, alarms ---------------------------
+def test_functions_and_the_stage_are_traced_and_name_their_metrics():
+    globals_ = template()["Globals"]["Function"]
+    assert globals_["Tracing"] == "Active"
+    assert globals_["Environment"]["Variables"]["POWERTOOLS_METRICS_NAMESPACE"] == "ImgSearch"
+    assert template()["Resources"]["SearchApi"]["Properties"]["TracingEnabled"] is True
+    services = {tag: function["Properties"]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"]
+                for tag, function in functions().items()}
+    assert services == {"extract": "imgsearch-extract", "reconcile": "imgsearch-extract", "search": "imgsearch-search"}
+
+
+def test_the_search_function_may_read_the_backlog_and_nothing_more():
+    search = functions()["search"]["Properties"]
+    variables = search["Environment"]["Variables"]
+    assert variables["IMGSEARCH_QUEUE_URL"] == "EventsQueue"  # !Ref, as loaded here
+    assert variables["IMGSEARCH_DEAD_LETTER_QUEUE_URL"] == "DeadLetterQueue"
+    statements = [s for p in search["Policies"] if isinstance(p, dict) and "Statement" in p for s in p["Statement"]]
+    sqs = [s for s in statements if "sqs:" in str(s["Action"])]
+    assert sqs == [{"Effect": "Allow", "Action": "sqs:GetQueueAttributes",
+                    "Resource": ["EventsQueue.Arn", "DeadLetterQueue.Arn"]}]
+    cloudwatch = [s for s in statements if "cloudwatch:" in str(s["Action"])]
+    assert cloudwatch == [{"Effect": "Allow", "Action": "cloudwatch:GetMetricStatistics", "Resource": "*"}]
+
+
+ALARMS = {  # name: (namespace, metric, statistic, the dimensions: what it watches)
+    "DeadLettersAlarm": ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "Maximum",
+                         {"QueueName": "DeadLetterQueue.QueueName"}),  # !GetAtt, as loaded here
+    "IngestLagAlarm": ("AWS/SQS", "ApproximateAgeOfOldestMessage", "Maximum", {"QueueName": "EventsQueue.QueueName"}),
+    "ExtractErrorsAlarm": ("AWS/Lambda", "Errors", "Sum", {"FunctionName": "ExtractFunction"}),
+    "SearchErrorsAlarm": ("AWS/Lambda", "Errors", "Sum", {"FunctionName": "SearchFunction"}),
+    "ReconcileErrorsAlarm": ("AWS/Lambda", "Errors", "Sum", {"FunctionName": "ReconcileFunction"}),
+    "Api5xxAlarm": ("AWS/ApiGateway", "5XXError", "Sum", {"ApiName": "${AWS::StackName}-search", "Stage": "api"}),
+}
+
+
+def test_alarms_watch_the_queues_the_functions_and_the_api_and_notify_the_topic():
+    resources = template()["Resources"]
+    alarms = {name: r for name, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    assert set(alarms) == set(ALARMS)
+    for name, (namespace, metric, statistic, dimensions) in ALARMS.items():
+        alarm = alarms[name]["Properties"]
+        assert "Condition" not in alarms[name], name
+        assert (alarm["Namespace"], alarm["MetricName"], alarm["Statistic"]) == (namespace, metric, statistic), name
+        assert {d["Name"]: d["Value"] for d in alarm["Dimensions"]} == dimensions, name
+        assert alarm["Period"] == 300, name
+        assert alarm["AlarmActions"] == ["AlarmTopic"] and alarm["OKActions"] == ["AlarmTopic"], name
+        assert alarm["TreatMissingData"] == "notBreaching" and len(alarm["AlarmDescription"]) > 40, name
+        if name != "IngestLagAlarm":  # the first one counts
+            assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold" and alarm["Threshold"] == 1, name
+            assert alarm["EvaluationPeriods"] == 1, name
+    lag = alarms["IngestLagAlarm"]["Properties"]
+    assert lag["ComparisonOperator"] == "GreaterThanThreshold" and lag["Threshold"] == "IngestLagAlarmSeconds"
+    assert lag["EvaluationPeriods"] == lag["DatapointsToAlarm"] == 2
+    assert template()["Parameters"]["IngestLagAlarmSeconds"]["Default"] == 900
+    # API Gateway names the API in its metrics by the definition's title, and the stage by its name.
+    api = resources["SearchApi"]["Properties"]
+    assert ALARMS["Api5xxAlarm"][3] == {"ApiName": api["DefinitionBody"]["info"]["title"], "Stage": api["StageName"]}
+
+
+def test_the_alarm_topic_mails_alarm_email_when_given():
+    resources, parameters = template()["Resources"], template()["Parameters"]
+    topic = resources["AlarmTopic"]
+    assert topic["Type"] == "AWS::SNS::Topic" and "Condition" not in topic
+    # CloudWatch cannot publish to a topic under the AWS-managed key (its key policy does not admit it).
+    assert topic["Properties"].get("KmsMasterKeyId") != "alias/aws/sns"
+    assert parameters["AlarmEmail"]["Default"] == ""
+    [subscription] = [r for r in resources.values() if r["Type"] == "AWS::SNS::Subscription"]
+    assert subscription["Condition"] == "HasAlarmEmail"
+    assert subscription["Properties"] == {"TopicArn": "AlarmTopic", "Protocol": "email", "Endpoint": "AlarmEmail"}
+    assert template()["Outputs"]["AlarmTopicArn"]["Value"] == "AlarmTopic"

@@ -165,7 +165,8 @@ OPENAPI: dict = {
         "/image/content": _content("The bytes of an indexed image (?key=)", _BY_QUERY),
         "/stats": {"get": {
             "summary": "Index statistics", "tags": ["service"],
-            "responses": {"200": _json(_ref("schemas", "Stats"), "document count, model, backend and whitening"),
+            "responses": {"200": _json(_ref("schemas", "Stats"),
+                                       "document count, model, backend, the last refit and the ingest backlog"),
                           "401": _ref("responses", "MissingApiKey"), "403": _ref("responses", "WrongApiKey"),
                           "503": _ref("responses", "Unavailable")}}},
         "/health": {"get": {
@@ -272,10 +273,31 @@ OPENAPI: dict = {
                 "width": {"type": "integer", "nullable": True}, "height": {"type": "integer", "nullable": True},
                 "content_type": {"type": "string", "nullable": True}, "model_id": {"type": "string"},
                 "indexed_at": {"type": "string"}, "url": {"type": "string"}}},
-            "Stats": {"type": "object", "required": ["documents", "model_id", "backend", "whitening"], "properties": {
+            "Stats": {"type": "object", "required": ["documents", "model_id", "backend", "whitening",
+                                                     "whitening_images"], "properties": {
                 "documents": {"type": "integer"}, "model_id": {"type": "string"}, "backend": {"type": "string"},
-                "whitening": {"type": "string", "description": "id of the index's PCA-whitening; none until "
-                                                               "the index holds enough images to learn one"}}},
+                "whitening": {"type": "string", "description": "id of the index's PCA-whitening (the last "
+                                                               "refit); none until the index holds enough images "
+                                                               "to learn one"},
+                "whitening_images": {"type": "integer", "description": "how many images the last refit learnt from"},
+                "ingest": {"type": "object",
+                           "description": "how far ingest is behind; present when the queues are configured (a "
+                                          "part that cannot be read is \"unavailable\")",
+                           "properties": {
+                               "queue": {"oneOf": [{"type": "string", "enum": ["unavailable"]}, {
+                                   "type": "object", "required": ["waiting", "in_flight", "delayed", "oldest_age_s"],
+                                   "properties": {
+                                       "waiting": {"type": "integer", "description": "events not yet picked up"},
+                                       "in_flight": {"type": "integer",
+                                                     "description": "being indexed, or waiting to be retried"},
+                                       "delayed": {"type": "integer"},
+                                       "oldest_age_s": {"type": "number", "nullable": True,
+                                                        "description": "age of the oldest event (CloudWatch's "
+                                                                       "ApproximateAgeOfOldestMessage); null where "
+                                                                       "CloudWatch has no figure"}}}]},
+                               "dead_letters": {"oneOf": [{"type": "integer", "description": "uploads that could not "
+                                                           "be indexed, waiting in the dead-letter queue"},
+                                                          {"type": "string", "enum": ["unavailable"]}]}}}}},
             "Health": {"type": "object", "required": ["ok", "down", "index"], "properties": {
                 "ok": {"type": "boolean"}, "down": {"type": "array", "items": {"type": "string"}},
                 "index": {"type": "object", "properties": {"ok": {"type": "boolean"}}, "additionalProperties": True},

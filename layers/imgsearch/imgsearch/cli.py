@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -168,9 +169,8 @@ def cmd_index(args, settings: Settings) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
     else:
-        stats = search.stats()
         print(f"indexed {report.indexed}, unchanged {report.unchanged}, deleted {report.deleted}, "
-              f"failed {len(report.failed)}; {stats['documents']} documents in the {stats['backend']} index")
+              f"failed {len(report.failed)}; {search.index.count()} documents in the {search.index.name} index")
         for key, reason in report.failed:
             print(f"  failed: {key}: {reason}")
     return 0
@@ -243,11 +243,21 @@ def cmd_refit(args, settings: Settings) -> int:
     return 0
 
 
+def _local_function(name: str, settings: Settings):
+    """A function's app.py, run in this process. Its CloudWatch metric lines (imgsearch.metrics) would only
+    clutter this terminal and the worker's JSON output: off unless POWERTOOLS_METRICS_DISABLED=false."""
+    from .local import load_function
+    from .metrics import DISABLED_ENV
+
+    os.environ.setdefault(DISABLED_ENV, "true")
+    return load_function(name, settings.functions_dir)
+
+
 def cmd_serve(args, settings: Settings) -> int:
     from . import service
-    from .local import load_function, make_api_server
+    from .local import make_api_server
 
-    module = load_function("search", settings.functions_dir)
+    module = _local_function("search", settings)
     service.use(_service(settings.replace(bucket=_bucket_arg(args.bucket))))  # served besides the allowlist
     server = make_api_server(module.app, args.host, args.port,
                              max_body_bytes=module.inputs.max_body_bytes(settings.max_image_bytes))
@@ -260,9 +270,9 @@ def cmd_worker(args, settings: Settings) -> int:
     import boto3
 
     from . import service
-    from .local import load_function, run_worker
+    from .local import run_worker
 
-    extract = load_function("extract", settings.functions_dir)
+    extract = _local_function("extract", settings)
     service.use(_service(settings))  # the handler uses this process's settings and index
     sqs = boto3.client("sqs", endpoint_url=args.endpoint_url) if args.endpoint_url else boto3.client("sqs")
     print(f"worker polling {args.queue_url}", file=sys.stderr, flush=True)
@@ -301,9 +311,9 @@ def cmd_backfill(args, settings: Settings) -> int:
 
 def cmd_webhook(args, settings: Settings) -> int:
     from . import service
-    from .local import FailureLog, load_function, make_webhook_server
+    from .local import FailureLog, make_webhook_server
 
-    extract = load_function("extract", settings.functions_dir)
+    extract = _local_function("extract", settings)
     failures = FailureLog(settings.data_dir / "failures.jsonl")
     server = make_webhook_server(args.host, args.port, extract.handler, failures,  # no token: refused at once
                                  args.auth_token or settings.webhook_token)

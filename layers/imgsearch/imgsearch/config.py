@@ -60,7 +60,8 @@ class Settings:
     rerank_depth: int = 40
     rerank_min_inliers: int = 15
     s3_endpoint_url: str | None = None  # MinIO, LocalStack, moto; None: AWS
-    dead_letter_queue_url: str | None = None  # extract: park permanent failures here at once
+    dead_letter_queue_url: str | None = None  # extract: park permanent failures here at once; stats: count them
+    queue_url: str | None = None  # the events queue, for the ingest backlog in stats (backlog.py)
     functions_dir: Path | None = None  # the local runners: functions/ of a checkout (None: this package's)
     precision: str | None = None  # the network's runtime: "int8" (OpenVINO) or "fp32" (TensorFlow); see below
     int8_model: Path | None = None  # the int8 model `imgsearch build-model` wrote (its .xml)
@@ -98,6 +99,7 @@ class Settings:
         "rerank_min_inliers": "IMGSEARCH_RERANK_MIN_INLIERS",
         "s3_endpoint_url": ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),  # boto3's own names, first one set wins
         "dead_letter_queue_url": "IMGSEARCH_DEAD_LETTER_QUEUE_URL",
+        "queue_url": "IMGSEARCH_QUEUE_URL",
         "functions_dir": "IMGSEARCH_FUNCTIONS_DIR",
         "precision": "IMGSEARCH_PRECISION",
         "int8_model": "IMGSEARCH_INT8_MODEL",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .backlog import ingest_backlog
 from .config import Settings
 from .errors import ImgSearchError
 from .index import IndexBackend, open_index
@@ -57,8 +58,15 @@ class ImageSearch:
             return {"ok": False, "backend": getattr(self.index, "name", "?"), "error": str(exc)}
 
     def stats(self) -> dict:
-        return {"documents": self.index.count(), "model_id": self.embedder.model_id, "backend": self.index.name,
-                "whitening": self.whitening.current_whitening().id}
+        """The index's size and model, its whitening (the last refit: its id and how many images it was fitted
+        on) and, where the queues are configured, how far ingest is behind (backlog.py)."""
+        whitening = self.whitening.current_whitening()
+        report = {"documents": self.index.count(), "model_id": self.embedder.model_id, "backend": self.index.name,
+                  "whitening": whitening.id, "whitening_images": whitening.images}
+        backlog = ingest_backlog(self.settings)
+        if backlog is not None:
+            report["ingest"] = backlog
+        return report
 
     def close(self) -> None:
         self.index.close()
