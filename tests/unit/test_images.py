@@ -49,9 +49,17 @@ def test_exif_orientation_is_applied():
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 CW to display"
     decoded = decode_image(encode(picture((64, 48)), "JPEG", exif=exif.tobytes()), **LIMITS)
-    assert decoded.image.size == (48, 64)
+    assert decoded.image.size == (48, 64) and (decoded.width, decoded.height) == (48, 64)
     top, bottom = np.asarray(decoded.image)[3, 24], np.asarray(decoded.image)[60, 24]
     assert top[0] > 200 and bottom[2] > 200  # red (left) is now on top
+
+
+def test_a_large_jpeg_decodes_smaller_but_keeps_its_size_and_the_local_features_side():
+    data = encode(picture((3000, 1000)), "JPEG")
+    drafted = decode_image(data, **LIMITS, draft_size=224)
+    assert drafted.image.size == (1500, 500) and (drafted.width, drafted.height) == (3000, 1000)
+    kept = decode_image(data, **LIMITS, draft_size=224, keep_long_side=2000)  # the longer side stays >= 2000
+    assert kept.image.size == (3000, 1000) and (kept.width, kept.height) == (3000, 1000)
 
 
 def test_cmyk_jpeg_becomes_rgb():

@@ -27,24 +27,28 @@ MAX_ASPECT_RATIO = 1000
 
 @dataclass(frozen=True)
 class DecodedImage:
-    image: Image.Image  # mode "RGB", EXIF orientation applied
+    image: Image.Image  # mode "RGB", EXIF orientation applied; a JPEG may be decoded smaller (draft_size)
     format: str
     content_type: str
+    size: tuple[int, int]  # the file's own (width, height), upright: what a user sees and what a document records
 
     @property
     def width(self) -> int:
-        return self.image.width
+        return self.size[0]
 
     @property
     def height(self) -> int:
-        return self.image.height
+        return self.size[1]
 
 
-def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, draft_size: int | None = None) -> DecodedImage:
+def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, draft_size: int | None = None,
+                 keep_long_side: int = 0) -> DecodedImage:
     """Decode bytes to an upright RGB image, or raise BadImageError / ImageTooLargeError.
 
     draft_size lets JPEG decoding skip resolution that is never used: the decoder may shrink by a power of
-    two while both sides stay at least twice draft_size, so later resizing still sees every detail it needs.
+    two while both sides stay at least twice draft_size, so later resizing still sees every detail it needs,
+    and the longer side at least keep_long_side (local features are found at that size: their frame is then
+    the file's, scaled, whatever the decoder skipped).
     """
     if not data:
         raise BadImageError("empty file: 0 bytes")
@@ -68,9 +72,12 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, draft_size: in
                                     f"most {MAX_ASPECT_RATIO} times the shorter)")
             fmt = image.format
             if draft_size and fmt in ("JPEG", "MPO"):
-                image.draft("RGB", (2 * draft_size, 2 * draft_size))
+                long, short = max(2 * draft_size, keep_long_side), 2 * draft_size
+                image.draft("RGB", (long, short) if width >= height else (short, long))
             image.load()
+            stored = image.size
             ImageOps.exif_transpose(image, in_place=True)  # not a copy of every image (bench/decode_memory.py)
+            upright = (width, height) if image.size == stored else (height, width)  # turned by 90 degrees
             rgb = to_rgb(image)
     except (ImageTooLargeError, BadImageError):
         raise
@@ -82,7 +89,7 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, draft_size: in
         # Pillow reports truncated and corrupt data as OSError/SyntaxError with its own wording (its AVIF
         # plugin, which opens any "ftypavif" file before the format check, as RuntimeError).
         raise BadImageError(f"corrupt or truncated image: {exc}") from None
-    return DecodedImage(image=rgb, format=fmt, content_type=CONTENT_TYPES[fmt])
+    return DecodedImage(image=rgb, format=fmt, content_type=CONTENT_TYPES[fmt], size=upright)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

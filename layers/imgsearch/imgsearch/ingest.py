@@ -121,8 +121,10 @@ class Ingester:
 
     def _read_and_decode(self, storage: Storage, obj: StoredObject) -> DecodedImage:
         data = storage.read(obj.key, max_bytes=self.settings.max_image_bytes)
+        # keep_long_side: the local features' frame is then the file's own, scaled, so match outlines map onto
+        # the width and height the document records (the file's, not the decoder's shortcut)
         return decode_image(data, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_pixels,
-                            draft_size=224)
+                            draft_size=224, keep_long_side=local_features.MAX_SIDE)
 
     def _documents(self, objects: list[StoredObject], decoded: list[DecodedImage]) -> list[ImageDocument]:
         # OpenCV extracts the local features while the network runs: both release the GIL (docs/benchmarks.md)

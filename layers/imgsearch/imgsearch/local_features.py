@@ -95,8 +95,9 @@ NO_MATCH = Match()
 
 
 def outline_in_pixels(outline: np.ndarray, width: int, height: int) -> tuple[tuple[float, float], ...]:
-    """A Match's outline, found in the candidate shrunk as extract shrinks it, in the pixels of the candidate as
-    decoded (width x height): 4 (x, y) points, to 0.1 px."""
+    """A Match's outline, found in the candidate shrunk as extract shrinks it, in the candidate's pixels (width x
+    height, as its document records them: the file's, since ingest decodes at least MAX_SIDE on the longer
+    side): 4 (x, y) points, to 0.1 px."""
     factor = min(1.0, MAX_SIDE / max(width, height))  # extract's shrink, never an enlargement
     return tuple((round(float(x) / factor, 1), round(float(y) / factor, 1)) for x, y in outline)
 
