@@ -1,8 +1,8 @@
 """CloudWatch metrics from the functions, with powertools Metrics: each invocation's figures are written as one
 line of CloudWatch embedded metric format (EMF) on stdout, which Lambda's log stream turns into metrics (no API
-call, no permission). The names are the dashboard's and the alarms' contract (README, "Operations").
+call, no permission). The names are the dashboard's and the alarms' contract (README, "Seeing it run").
 
-Outside Lambda the same lines go to stdout; `imgsearch serve` and `imgsearch worker` turn them off
+Outside Lambda the same lines go to stdout; `imgsearch serve`, `worker` and `webhook` turn them off
 (POWERTOOLS_METRICS_DISABLED) unless asked for.
 """
 
