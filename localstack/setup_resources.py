@@ -3,7 +3,7 @@
 
 - the images bucket;
 - a dead-letter queue and the events queue (redrive after 8 receives; the handler waits longer before each retry), with a policy letting S3 send;
-- the bucket notification: s3:ObjectCreated:* and s3:ObjectRemoved:* -> the events queue.
+- the bucket notification: s3:ObjectCreated:*, s3:ObjectRemoved:* and s3:ObjectTagging:* -> the events queue.
 
 With IMGSEARCH_NOTIFY_ARN set (MinIO: arn:minio:sqs::IMGSEARCH:webhook) the notification goes to that
 target instead and no queues are made. Prints KEY=VALUE lines for the environment of the worker.
@@ -27,6 +27,9 @@ from botocore.exceptions import ClientError
 
 NOTIFICATION_ID = "imgsearch"
 EVENTS = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]
+# A tag change updates the document's tags. MinIO (the webhook target) names tag changes
+# s3:ObjectCreated:PutTagging and :DeleteTagging, inside its ObjectCreated:*; queues (LocalStack, moto) need these.
+TAGGING_EVENTS = ["s3:ObjectTagging:*"]
 # Locally a failed message comes back after a minute; on AWS the queue uses 6x the function timeout.
 VISIBILITY_TIMEOUT = os.environ.get("IMGSEARCH_QUEUE_VISIBILITY_TIMEOUT") or "60"
 
@@ -70,7 +73,7 @@ def create_resources(s3, sqs, bucket: str, *, region: str = "us-east-1", queue: 
         target = queue_arn(sqs, queue_url)
         sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": s3_may_send(target, bucket)})
         output.update(IMGSEARCH_QUEUE_URL=queue_url, IMGSEARCH_DEAD_LETTER_QUEUE_URL=dlq_url)
-    ensure_notification(s3, bucket, target)
+    ensure_notification(s3, bucket, target, EVENTS if notify_arn else EVENTS + TAGGING_EVENTS)
     return output
 
 
@@ -114,12 +117,12 @@ def s3_may_send(queue: str, bucket: str) -> str:
     }]})
 
 
-def ensure_notification(s3, bucket: str, target: str) -> None:
+def ensure_notification(s3, bucket: str, target: str, events: list[str]) -> None:
     """Replace our own entry and keep any other notifications the bucket has."""
     current = s3.get_bucket_notification_configuration(Bucket=bucket)
     current.pop("ResponseMetadata", None)
     queues = [q for q in current.get("QueueConfigurations", []) if q.get("Id") != NOTIFICATION_ID]
-    queues.append({"Id": NOTIFICATION_ID, "QueueArn": target, "Events": EVENTS})
+    queues.append({"Id": NOTIFICATION_ID, "QueueArn": target, "Events": events})
     s3.put_bucket_notification_configuration(Bucket=bucket,
                                              NotificationConfiguration={**current, "QueueConfigurations": queues})
 

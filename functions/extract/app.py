@@ -69,7 +69,7 @@ def reconcile(event: dict | None = None, context=None) -> dict:
     report = search.ingester.index_source(search.storages.get(bucket), prune=True)
     search.upkeep.after_ingest()
     fixed = report.to_dict()
-    drift = report.indexed + report.deleted + len(report.failed)
+    drift = report.indexed + report.relabelled + report.deleted + len(report.failed)
     logger.info("reconciled", extra={"bucket": bucket, **fixed, "fixed": drift})
     metrics.add_metric(name=names.DRIFT_FIXED, unit=MetricUnit.Count, value=drift)
     names.publish(metrics)
@@ -117,7 +117,9 @@ def _back_off(record: SQSRecord) -> None:
         logger.warning("could not delay the retry", extra={"message_id": record.message_id, "error": str(exc)})
 
 
-OUTCOME_METRICS = {"indexed": names.INDEXED, "unchanged": names.UNCHANGED, "deleted": names.DELETED}
+# "relabelled" (new tags or metadata, same bytes) counts as unchanged: no image was embedded
+OUTCOME_METRICS = {"indexed": names.INDEXED, "relabelled": names.UNCHANGED, "unchanged": names.UNCHANGED,
+                   "deleted": names.DELETED}
 
 
 @tracer.capture_method(capture_response=False)

@@ -21,7 +21,7 @@ from imgsearch import service as holder
 from imgsearch.options import MAX_PREFIX_LENGTH, max_page
 
 HIT_FIELDS = {"score", "key", "bucket", "url", "size", "width", "height", "content_type", "id", "inliers", "verified",
-              "confidence", "match_polygon"}
+              "confidence", "match_polygon", "folder", "tags", "user_metadata"}
 TIMEOUT = 120
 
 
@@ -164,6 +164,50 @@ def test_prefix_limits_keys(api, seed_paths):
     response = upload(api, reencoded_copy(seed_paths[0]), params={"prefix": prefix})
     assert response.status_code == 200, response.text
     assert hit_keys(response.json()) == [p.name for p in seed_paths if p.name.startswith(prefix)]
+
+
+def test_filters_on_the_buckets_labels(api, variant, seed_service, seed_paths, tmp_path):
+    """filter= (repeatable), a JSON array and /similar's filter keep only the images whose tags, metadata or folder
+    match; a filter that is not name=value is a 400 that says how to write one."""
+    import dataclasses
+
+    from imgsearch.index.embedded import EmbeddedIndex
+    from imgsearch.labels import Labels
+
+    labelled = EmbeddedIndex(tmp_path, model_id=seed_service.index.model_id)
+    labelled.ensure_index()
+    if seed_service.index.whitenings.info():
+        labelled.whitenings.save(seed_service.index.whitenings.load())
+    keys = [path.name for path in seed_paths]
+    tags = {keys[0]: {"color": "red"}, keys[1]: {"color": "blue"}, keys[2]: {"color": "red", "shelf": "top"}}
+    for entry in seed_service.index.entries():
+        document = seed_service.index.get(entry.doc_id)
+        labels = Labels.of(document.key, tags.get(document.key, {}), {"Author": "ann"} if document.key == keys[1] else {})
+        labelled.upsert([dataclasses.replace(document, folder=labels.folder, tags=labels.tags,
+                                             user_metadata=labels.user_metadata)])
+    variant(index=labelled)
+    query = reencoded_copy(seed_paths[0])
+
+    either = upload(api, query, params=[("filter", "tag.color=red"), ("filter", "tag.color=blue")])
+    assert either.status_code == 200, either.text
+    assert sorted(hit_keys(either.json())) == sorted(keys[:3]) and either.json()["total"] == 3
+    assert either.json()["hits"][0]["tags"] == {"color": "red"} and either.json()["hits"][0]["folder"] == ""
+    both = requests.post(f"{api}/search", json={"image": base64.b64encode(query).decode(),
+                                                "filter": ["tag.color=red", "tag.shelf=top"]}, timeout=TIMEOUT)
+    assert hit_keys(both.json()) == [keys[2]]
+    by_metadata = upload(api, query, fields={"filter": "meta.AUTHOR=ann"})
+    assert hit_keys(by_metadata.json()) == [keys[1]]
+    similar = requests.get(f"{api}/similar", params={"key": keys[0], "filter": "tag.color=red"}, timeout=TIMEOUT)
+    assert hit_keys(similar.json()) == [keys[2]]
+    assert upload(api, query, params={"filter": "folder=/"}).json()["total"] == len(keys)
+    for bad in ("color=red", "tag.color", "tag.=red"):
+        refused = upload(api, query, params={"filter": bad})
+        assert refused.status_code == 400, (bad, refused.text)
+        assert "tag.<name>" in refused.json()["message"] or "name=value" in refused.json()["message"], bad
+    as_object = requests.post(f"{api}/search", json={"image": base64.b64encode(query).decode(),
+                                                     "filter": {"tag.color": "red"}}, timeout=TIMEOUT)
+    assert as_object.status_code == 400 and "name=value" in as_object.json()["message"]
+    labelled.close()
 
 
 def test_search_by_image_keeps_the_demo_contract(api, seed_paths):

@@ -291,3 +291,96 @@ def test_stale_vectors_are_listed_and_replaced(backend):
     assert {h.document.doc_id for h in page.hits} == {docs[0].doc_id, docs[3].doc_id}
     assert page.hits[0].score == pytest.approx(1.0, abs=1e-5)
     assert backend.count() == 5
+
+
+# -- labels: the bucket's folder, tags and user metadata, to filter on ------------------------------------------
+def labelled_documents(vectors):
+    """cats/0 red, cats/1 blue (author ann), cats/kittens/2 red, top-level 3 with no tags."""
+    labels = [("cats/", {"color": "red"}, {}), ("cats/", {"color": "blue"}, {"author": "ann"}),
+              ("cats/kittens/", {"color": "red", "size": "s"}, {"author": "bob"}), ("", {}, {})]
+    return [dataclasses.replace(doc, key=f"{folder}{i}.jpg", folder=folder, tags=tags, user_metadata=meta)
+            for i, (doc, (folder, tags, meta)) in enumerate(zip(documents(vectors), labels))]
+
+
+@pytest.mark.parametrize("rows", [1, 5])  # one query vector, or an image and its regions (ES: the best-of path)
+def test_label_filters_keep_only_the_documents_that_carry_them(backend, rows):
+    from imgsearch.labels import parse_filters
+
+    vectors = unit_vectors(4, seed=11)
+    backend.upsert(labelled_documents(vectors))
+    backend.refresh()
+    query = vectors[0] if rows == 1 else np.vstack([vectors[0], unit_vectors(rows - 1, seed=12)])
+
+    def keys(*terms, mode=exact(backend)):
+        page = backend.search(SearchRequest(vector=query, mode=mode, filters=parse_filters(list(terms))))
+        assert page.total == len(page.hits)
+        return sorted(hit.key for hit in page.hits)
+
+    assert keys("folder=cats") == ["cats/0.jpg", "cats/1.jpg"]  # its own folder, not the subfolder
+    assert keys("folder=/") == ["3.jpg"]
+    assert keys("tag.color=red") == ["cats/0.jpg", "cats/kittens/2.jpg"]
+    assert keys("tag.color=red", "tag.color=blue") == ["cats/0.jpg", "cats/1.jpg", "cats/kittens/2.jpg"]
+    assert keys("tag.color=red", "meta.AUTHOR=bob") == ["cats/kittens/2.jpg"]  # every name must match
+    assert keys("tag.color=red", "folder=cats/", mode="knn") == ["cats/0.jpg"]
+    assert keys("tag.colour=red") == [] and keys("meta.author=red") == []  # a name or value nobody has
+    hit = backend.search(SearchRequest(vector=query, mode=exact(backend),
+                                       filters=parse_filters(["tag.size=s"]))).hits[0].document
+    assert (hit.folder, hit.tags, hit.user_metadata) == ("cats/kittens/", {"color": "red", "size": "s"},
+                                                         {"author": "bob"})
+
+
+def test_set_labels_replaces_labels_and_keeps_the_rest(backend):
+    from imgsearch.labels import Labels, parse_filters
+
+    docs = labelled_documents(unit_vectors(4, seed=13))
+    backend.upsert(docs)
+    # docs[1] had color=blue and author=ann: both go, nothing of the old labels is merged in
+    backend.set_labels([(docs[1].doc_id, Labels("cats/", {"size": "l"}, {})), ("no-such-document", Labels())])
+    backend.refresh()
+    changed = backend.get(docs[1].doc_id)
+    assert (changed.folder, changed.tags, changed.user_metadata) == ("cats/", {"size": "l"}, {})
+    assert np.allclose(changed.vector, docs[1].vector) and changed.etag == docs[1].etag
+    page = backend.search(SearchRequest(vector=docs[1].vector, mode=exact(backend),
+                                        filters=parse_filters(["tag.size=l"])))
+    assert [hit.key for hit in page.hits] == [docs[1].key]
+    assert backend.search(SearchRequest(vector=docs[1].vector, mode=exact(backend),
+                                        filters=parse_filters(["meta.author=ann"]))).total == 0
+    assert backend.count() == 4
+
+
+def test_an_index_made_before_labels_gains_their_fields(backend):
+    """An index created without the label fields (an older version) is extended by ensure_index: its documents
+    are kept, listed as unlabelled, and new documents carry labels."""
+    from imgsearch.index.document import LABEL_FIELDS
+
+    old = documents(unit_vectors(2, seed=14))
+    if isinstance(backend, EmbeddedIndex):
+        db = backend._conn()
+        for name in LABEL_FIELDS:
+            db.execute(f"ALTER TABLE documents DROP COLUMN {name}")
+    else:
+        from imgsearch.index.document import es_mapping
+
+        backend.delete_index()
+        mapping = es_mapping(dim=512, model_id=MODEL, vector_index=backend.vector_index)
+        for name in LABEL_FIELDS:
+            del mapping["properties"][name]
+        backend.client.indices.create(index=backend.index, mappings=mapping)
+    if isinstance(backend, EmbeddedIndex):
+        rows = [(doc.doc_id, doc.bucket, doc.key, doc.vector.tobytes(), MODEL, doc.etag, doc.indexed_at)
+                for doc in old]
+        db.executemany("INSERT INTO documents (doc_id, bucket, key, vector, model_id, etag, indexed_at) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    else:
+        from imgsearch.index.es_client import to_source
+
+        for doc in old:
+            source = {k: v for k, v in to_source(doc).items() if k not in LABEL_FIELDS}
+            backend.client.index(index=backend.index, id=doc.doc_id, document=source)
+    backend.ensure_index()
+    new = labelled_documents(unit_vectors(4, seed=15))[:1]
+    backend.upsert(new)
+    backend.refresh()
+    assert backend.count() == 3
+    assert {e.key: e.labelled for e in backend.entries()} == {old[0].key: False, old[1].key: False, new[0].key: True}
+    assert backend.get(new[0].doc_id).tags == {"color": "red"} and backend.get(old[0].doc_id).tags is None

@@ -69,6 +69,13 @@ def test_search_options_and_errors(cli_env, seed_paths, tmp_path):
     assert [h["key"] for h in strict["hits"]] == [seed_paths[0].name]
     text = run("search", str(seed_paths[0]), env=cli_env).stdout
     assert seed_paths[0].name in text.splitlines()[1]
+    top = json.loads(run("search", str(seed_paths[0]), "--json", "--filter", "folder=/", env=cli_env).stdout)
+    assert top["total"] == len(seed_paths) and top["hits"][0]["folder"] == ""
+    elsewhere = json.loads(run("search", str(seed_paths[0]), "--json", "--filter", "folder=cats/", "--filter",
+                               "tag.color=red", env=cli_env).stdout)
+    assert elsewhere["hits"] == [] and elsewhere["total"] == 0
+    unfiltered = run("search", str(seed_paths[0]), "--filter", "colour=red", env=cli_env, check=False)
+    assert unfiltered.returncode == 1 and "tag.<name>" in unfiltered.stderr
 
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"nope")

@@ -146,3 +146,35 @@ def test_stats_show_how_far_ingest_is_behind(stack, seed_paths):
     assert time.monotonic() - started < 10
     search.close()
     gone.close()
+
+
+def test_the_buckets_own_labels_filter_searches_and_a_tag_change_follows(stack, seed_paths):
+    """Tags, x-amz-meta-* metadata and the folder are indexed from the object; search filters on them; a tag
+    change on S3 (an ObjectTagging event) updates the document without embedding the image again."""
+    from imgsearch.labels import parse_filters
+
+    s3, bucket, search = stack["s3"], stack["bucket"], stack["search"]
+    s3.put_object(Bucket=bucket, Key="covers/a.jpg", Body=seed_paths[0].read_bytes(), Tagging="color=red&shelf=2",
+                  Metadata={"Author": "ann"})
+    s3.put_object(Bucket=bucket, Key="covers/b.jpg", Body=seed_paths[1].read_bytes(), Tagging="color=blue")
+    s3.put_object(Bucket=bucket, Key="other/c.jpg", Body=seed_paths[2].read_bytes(), Tagging="color=red")
+    assert stack["drain"]()["failed"] == 0
+    info = search.searcher.image_info(bucket, "covers/a.jpg")
+    assert (info["folder"], info["tags"], info["user_metadata"]) == ("covers/", {"color": "red", "shelf": "2"},
+                                                                     {"author": "ann"})
+
+    def found(*terms):
+        options = SearchOptions(filters=parse_filters(list(terms)), rerank=False)
+        return sorted(hit.key for hit in search.searcher.search_image(seed_paths[0].read_bytes(), options).hits)
+
+    assert found("tag.color=red") == ["covers/a.jpg", "other/c.jpg"]
+    assert found("tag.color=red", "folder=covers/") == ["covers/a.jpg"]
+    assert found("meta.author=ann") == ["covers/a.jpg"]
+    indexed_at = info["indexed_at"]
+
+    s3.put_object_tagging(Bucket=bucket, Key="covers/b.jpg", Tagging={"TagSet": [{"Key": "color", "Value": "red"}]})
+    s3.delete_object_tagging(Bucket=bucket, Key="covers/a.jpg")
+    stack["drain"]()
+    assert found("tag.color=red") == ["covers/b.jpg", "other/c.jpg"]
+    relabelled = search.searcher.image_info(bucket, "covers/a.jpg")
+    assert relabelled["tags"] == {} and relabelled["indexed_at"] == indexed_at  # not embedded again

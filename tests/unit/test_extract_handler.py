@@ -105,9 +105,9 @@ def test_the_scheduled_reconcile_repairs_drift_and_then_finds_nothing(extract, t
     folder.put("gone.png", png((255, 255, 0)))
     module.handler({"Records": [json.loads(s3_body(folder.bucket, "gone.png"))["Records"][0]]})
     (folder.root / "gone.png").unlink()  # deleted, its event lost
-    assert module.reconcile({}) == {"indexed": 1, "unchanged": 0, "deleted": 1, "failed": []}
+    assert module.reconcile({}) == {"indexed": 1, "relabelled": 0, "unchanged": 0, "deleted": 1, "failed": []}
     assert [e.key for e in index.entries()] == ["missed.png"]
-    assert module.reconcile({}) == {"indexed": 0, "unchanged": 1, "deleted": 0, "failed": []}
+    assert module.reconcile({}) == {"indexed": 0, "relabelled": 0, "unchanged": 1, "deleted": 0, "failed": []}
     service.use(ImageSearch(search.settings.replace(bucket=None), embedder=search.embedder, index=index))
     with pytest.raises(ConfigError, match="IMGSEARCH_BUCKET"):
         module.reconcile({})

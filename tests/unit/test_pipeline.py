@@ -44,6 +44,25 @@ def test_sync_object_follows_the_bucket(world):
     assert sync(search, folder, "red.png").action == "absent"
 
 
+def test_documents_indexed_before_labels_were_kept_get_them_from_the_next_sync(world):
+    """An index of an older version (no label columns): opening it adds them; sync labels the old documents
+    without embedding them again, and the folder filter finds them."""
+    from imgsearch.labels import parse_filters
+
+    folder, search, embedder = world
+    folder.put("cats/red.png", png((255, 0, 0)))
+    search.ingester.index_source(folder)
+    db = search.index._conn()
+    for column in ("folder", "tags", "user_metadata"):
+        db.execute(f"ALTER TABLE documents DROP COLUMN {column}")
+    search.index.ensure_index()  # what opening the index does
+    report = search.ingester.index_source(folder)
+    assert (report.relabelled, report.unchanged, embedder.embedded) == (1, 0, 1)
+    assert search.ingester.index_source(folder).unchanged == 1
+    hits = search.searcher.search_image(png((255, 0, 0)), SearchOptions(filters=parse_filters("folder=cats/"))).hits
+    assert [hit.key for hit in hits] == ["cats/red.png"] and hits[0].folder == "cats/"
+
+
 def test_overwriting_an_image_with_garbage_drops_its_stale_vector_only(world):
     folder, search, _ = world
     folder.put("a.png", png((255, 0, 0)))

@@ -20,6 +20,7 @@ from urllib.parse import unquote
 
 from imgsearch.config import SEARCH_MODES, Settings
 from imgsearch.errors import ImageTooLargeError
+from imgsearch.labels import Filter, parse_filters
 from imgsearch.options import DEFAULT_PAGE_SIZE, SearchOptions, max_page
 from imgsearch.storage import canonical_bucket
 
@@ -148,15 +149,23 @@ def _base64_image(value: Any) -> bytes | None:
         raise BadRequest("'image' is not valid base64") from None
 
 
-def query_params(request) -> dict[str, str]:
-    """The query string, last value of each name."""
-    return dict(request.query_params or {})
+def query_params(request) -> dict[str, Any]:
+    """The query string, last value of each name; every value of the repeatable `filter`, as a list."""
+    params = request.query_params or {}
+    found = dict(params)
+    if FILTER in found:
+        found[FILTER] = params.getlist(FILTER) if hasattr(params, "getlist") else [found[FILTER]]
+    return found
 
 
 # -- search parameters -------------------------------------------------------------------------------------
+FILTER = "filter"
+
+
 def search_options(fields: Mapping[str, Any], *, max_page_size: int) -> SearchOptions:
-    """/search, /similar: min_score, min_confidence, page, page_size, mode, prefix, rerank. Pages stop at max_page(max_page_size),
-    a bound the OpenAPI document can state, so any page of any size stays inside the core's result window."""
+    """/search, /similar: min_score, min_confidence, page, page_size, mode, prefix, rerank, filter. Pages stop at
+    max_page(max_page_size), a bound the OpenAPI document can state, so any page of any size stays inside the
+    core's result window."""
     return SearchOptions(
         min_score=number(fields, "min_score", -1.0, 1.0),
         page=integer(fields, "page", 1, max_page(max_page_size), default=1),
@@ -165,7 +174,19 @@ def search_options(fields: Mapping[str, Any], *, max_page_size: int) -> SearchOp
         key_prefix=_text(fields.get("prefix")) or None,
         rerank=boolean(fields, "rerank"),
         min_confidence=number(fields, "min_confidence", 0.0, 1.0),
+        filters=filters(fields.get(FILTER)),
     )
+
+
+def filters(value: Any) -> tuple[Filter, ...]:
+    """`filter`: one name=value text (a form field), or a list of them (a repeated query parameter, a JSON array);
+    the core parses and bounds them (imgsearch.labels)."""
+    if value is None:
+        return ()
+    terms = [value] if isinstance(value, str) else value
+    if not (isinstance(terms, list) and terms and all(isinstance(term, str) for term in terms)):
+        raise BadRequest("filter is name=value (folder=cats/, tag.color=red, meta.author=ann), or a list of them")
+    return parse_filters(terms)
 
 
 def demo_options(fields: Mapping[str, Any], *, max_page_size: int) -> SearchOptions:

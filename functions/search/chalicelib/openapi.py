@@ -10,6 +10,7 @@ import copy
 
 from imgsearch.confidence import CONFIDENT
 from imgsearch.fetch import MAX_REDIRECTS, MAX_URL_LENGTH, URL_PATTERN
+from imgsearch.labels import MAX_FILTERS, MAX_NAME, MAX_VALUE
 from imgsearch.options import DEFAULT_PAGE_SIZE, MAX_PREFIX_LENGTH, MAX_RESULT_WINDOW, max_page
 from imgsearch.storage import MAX_KEY_BYTES
 
@@ -21,6 +22,18 @@ _PAGE_RULE = (f"pages stop where page x page_size would pass {MAX_RESULT_WINDOW}
 # canonical_bucket's rule: empty (the default), an absolute folder path, or an S3 bucket name (s3:// allowed),
 # spaces around ignored.
 _BUCKET_PATTERN = r"^\s*(|/[^\u0000]*|(s3://)?[A-Za-z0-9][A-Za-z0-9._-]{1,254}/*)\s*$"
+
+
+# labels.parse_filters' rule for one name=value text: folder, tag.<name> or meta.<name>, the name without "=" or
+# control characters (the first "=" ends it)
+_FILTER_TERM = {"type": "string", "pattern": rf"^(folder|(tag|meta)\.[^=\u0000-\u001f]{{1,{MAX_NAME}}})=[\s\S]{{0,{MAX_VALUE}}}$"}
+_FILTER_RULE = (f"only images whose labels match: folder=cats/ (the key's own folder, not its subfolders; folder= "
+                f"the top), tag.<name>=<value> (the object's S3 tags), meta.<name>=<value> (its x-amz-meta-* "
+                f"metadata; names in any case). Repeat it: every name must match, and a name given twice matches "
+                f"either value; at most {MAX_FILTERS} in all (400 beyond). "
+                f"Images indexed before labels were kept carry none until the next `imgsearch sync`")
+_LABELS = {"type": "object", "nullable": True, "additionalProperties": {"type": "string"}}
+_FILTER_LIST = {"type": "array", "items": _FILTER_TERM, "minItems": 1, "maxItems": MAX_FILTERS}
 
 
 def _error(description: str) -> dict:
@@ -72,7 +85,8 @@ _SEARCH_BODY["content"]["application/json"]["schema"] = {
                                f"multicast and reserved ones are refused: 400), at most {MAX_REDIRECTS} redirects, "
                                "each checked the same way (400 beyond); the image's byte limit is enforced while "
                                "it streams (413); a server that fails (no such host, no answer within the time "
-                               "limit, an error status) is a 502"}},
+                               "limit, an error status) is a 502"},
+        "filter": {**_FILTER_LIST, "description": _FILTER_RULE}},
     "oneOf": [{"required": ["image"]}, {"required": ["url"]}],
     "additionalProperties": True}
 
@@ -92,7 +106,7 @@ _LOOKUP_ERRORS = {
     "503": _ref("responses", "Unavailable"),
 }
 _SEARCH_PARAMS = [_ref("parameters", name)
-                  for name in ("MinScore", "MinConfidence", "Page", "PageSize", "Mode", "Prefix", "Rerank")]
+                  for name in ("MinScore", "MinConfidence", "Page", "PageSize", "Mode", "Prefix", "Rerank", "Filter")]
 _BY_PATH = [_ref("parameters", "KeyInPath"), _ref("parameters", "Bucket")]
 _BY_QUERY = [_ref("parameters", "KeyInQuery"), _ref("parameters", "Bucket")]
 
@@ -201,6 +215,8 @@ OPENAPI: dict = {
             "Prefix": {"name": "prefix", "in": "query", "description": "only keys starting with this; at most "
                        f"{MAX_PREFIX_LENGTH} characters, a key's limit (400 otherwise)",
                        "schema": {"type": "string", "maxLength": MAX_PREFIX_LENGTH}},
+            "Filter": {"name": "filter", "in": "query", "style": "form", "explode": True,
+                       "description": _FILTER_RULE, "schema": _FILTER_LIST},
             "Rerank": {"name": "rerank", "in": "query", "description": "verify the best candidates with local "
                        "features and put the geometrically confirmed ones first; default: IMGSEARCH_RERANK",
                        "schema": {"type": "boolean"}},
@@ -258,7 +274,11 @@ OPENAPI: dict = {
                                                  "corners in the hit image's pixels (0, 0 at the top left; the "
                                                  "frame of width x height), as the geometric verification mapped "
                                                  "it; may reach past the image's edges. Verified hits only, else "
-                                                 "null"}}},
+                                                 "null"},
+                "folder": {"type": "string", "nullable": True, "description": "the key's folder (\"\": the top)"},
+                "tags": {**_LABELS, "description": "the object's S3 tags"},
+                "user_metadata": {**_LABELS, "description": "the object's x-amz-meta-* metadata, names in lower "
+                                                            "case"}}},
             "SearchResults": {"type": "object", "required": ["hits", "total", "page", "page_size", "took_ms"],
                               "properties": {
                                   "hits": {"type": "array", "items": _ref("schemas", "Hit")},

@@ -133,6 +133,9 @@ def _search_options(p: argparse.ArgumentParser) -> None:
                                                         "confident match; re-ranks, whatever --no-rerank says)")
     p.add_argument("--mode", choices=SEARCH_MODES, help="exact or knn [IMGSEARCH_SEARCH_MODE]")
     p.add_argument("--prefix", help="only keys starting with this")
+    p.add_argument("--filter", dest="filters", action="append", metavar="NAME=VALUE",
+                   help="only images with this label: folder=cats/, tag.color=red, meta.author=ann; repeat it "
+                        "(every name must match; a name given twice matches either value)")
     _rerank_option(p)
     p.add_argument("--json", action="store_true", help="print {hits: [...], total, ...} as JSON")
 
@@ -169,7 +172,8 @@ def cmd_index(args, settings: Settings) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
     else:
-        print(f"indexed {report.indexed}, unchanged {report.unchanged}, deleted {report.deleted}, "
+        print(f"indexed {report.indexed}, relabelled {report.relabelled}, unchanged {report.unchanged}, "
+              f"deleted {report.deleted}, "
               f"failed {len(report.failed)}; {search.index.count()} documents in the {search.index.name} index")
         for key, reason in report.failed:
             print(f"  failed: {key}: {reason}")
@@ -213,10 +217,12 @@ def _bucket_arg(value: str | None) -> str | None:
 
 
 def _options(args):
+    from .labels import parse_filters
     from .options import SearchOptions
 
     return SearchOptions(min_score=args.min_score, page=args.page, page_size=args.page_size, mode=args.mode,
-                         key_prefix=args.prefix, rerank=args.rerank, min_confidence=args.min_confidence)
+                         key_prefix=args.prefix, rerank=args.rerank, min_confidence=args.min_confidence,
+                         filters=parse_filters(args.filters))
 
 
 def _print_results(results, as_json: bool) -> None:

@@ -26,7 +26,7 @@ class UnrecognisedEventError(PermanentError):
 class ObjectChange:
     bucket: str
     key: str  # decoded: what S3's API expects
-    event_name: str  # e.g. "ObjectCreated:Put", "ObjectRemoved:Delete", "Object Created"
+    event_name: str  # e.g. "ObjectCreated:Put", "ObjectRemoved:Delete", "ObjectTagging:Put", "Object Created"
     size: int | None = None
     etag: str | None = None
     version_id: str | None = None
@@ -35,7 +35,8 @@ class ObjectChange:
 
     @property
     def is_removal(self) -> bool:
-        return "Removed" in self.event_name or "Deleted" in self.event_name
+        # EventBridge says "Object Deleted" for a removal and "Object Tags Deleted" for a tag change
+        return "Removed" in self.event_name or self.event_name == "Object Deleted"
 
 
 def parse_notification(payload: Any) -> list[ObjectChange]:

@@ -1,8 +1,10 @@
 """Ingest: bring the index in line with the bucket, one object (an event) or a whole prefix (index, sync).
 
 "The bucket is the truth": whatever an event said, we look at the object now (present -> embed and upsert,
-absent -> delete), so duplicate, late and out-of-order events converge. The whitening's upkeep is not done
-here: callers run upkeep.WhiteningUpkeep.after_ingest() afterwards.
+absent -> delete), so duplicate, late and out-of-order events converge. An object whose bytes are unchanged but
+whose labels (folder, tags, user metadata: labels.py) are not, e.g. after an ObjectTagging event, has its labels
+replaced without embedding it again. The whitening's upkeep is not done here: callers run
+upkeep.WhiteningUpkeep.after_ingest() afterwards.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from .errors import NotFoundError, PermanentError
 from .events import ObjectChange
 from .images import DecodedImage, decode_image
 from .index import ImageDocument, IndexBackend, doc_id
+from .labels import Labels
 from .storage import Storage, StoredObject
 from .storages import Storages
 from .upkeep import CurrentWhitening
@@ -29,7 +32,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ChangeOutcome:
-    action: str  # "indexed" | "unchanged" | "deleted" | "absent"
+    action: str  # "indexed" | "relabelled" | "unchanged" | "deleted" | "absent"
     bucket: str
     key: str
     doc_id: str
@@ -38,12 +41,13 @@ class ChangeOutcome:
 @dataclass
 class IndexReport:
     indexed: int = 0
+    relabelled: int = 0  # unchanged bytes, new labels (or labels added to a document indexed without them)
     unchanged: int = 0
     deleted: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (key, reason)
 
     def to_dict(self) -> dict:
-        return {"indexed": self.indexed, "unchanged": self.unchanged, "deleted": self.deleted,
+        return {"indexed": self.indexed, "relabelled": self.relabelled, "unchanged": self.unchanged, "deleted": self.deleted,
                 "failed": [{"key": k, "reason": r} for k, r in self.failed]}
 
 
@@ -66,8 +70,12 @@ class Ingester:
             removed = self.index.delete([did])
             return ChangeOutcome("deleted" if removed else "absent", storage.bucket, key, did)
         existing = self.index.get(did, with_vector=False)
+        labels = read_labels(storage, current)
         if existing is not None and _unchanged(existing, current, self.embedder.model_id):
-            return ChangeOutcome("unchanged", storage.bucket, key, did)
+            if existing.has_labels(labels):
+                return ChangeOutcome("unchanged", storage.bucket, key, did)
+            self.index.set_labels([(did, labels)])
+            return ChangeOutcome("relabelled", storage.bucket, key, did)
         try:
             decoded = self._read_and_decode(storage, current)
         except PermanentError:
@@ -78,36 +86,44 @@ class Ingester:
         except NotFoundError:  # deleted between HEAD and GET: a later event (or this state) says "absent"
             self.index.delete([did])
             return ChangeOutcome("deleted", storage.bucket, key, did)
-        self.index.upsert(self._documents([current], [decoded]))
+        self.index.upsert(self._documents([current], [decoded], [labels]))
         return ChangeOutcome("indexed", storage.bucket, key, did)
 
     def index_source(self, storage: Storage, prefix: str = "", *, prune: bool = False, force: bool = False,
                      progress: Callable[[int], None] | None = None) -> IndexReport:
         """Index every object under prefix in batches, skipping unchanged ones (unless force: e.g. to add local
-        features to documents indexed without them); prune drops vanished ones."""
+        features to documents indexed without them); prune drops vanished ones. Labels are read for the objects
+        indexed and for documents indexed before labels were kept; later label changes arrive as events."""
         self.storages.add(storage)
         known = {e.key: e for e in self.index.entries(bucket=storage.bucket) if e.key.startswith(prefix)}
         objects = list(storage.list(prefix))
         report = IndexReport()
-        todo = []
+        todo, unlabelled = [], []
         for obj in objects:
             entry = known.get(obj.key)
             if not force and entry is not None and _unchanged(entry, obj, self.embedder.model_id):
-                report.unchanged += 1
+                if entry.labelled:
+                    report.unchanged += 1
+                else:
+                    unlabelled.append((entry.doc_id, obj))
                 if progress:
                     progress(1)
             else:
                 todo.append(obj)
+        self._add_labels(storage, unlabelled, report)
         for start in range(0, len(todo), self.settings.batch_size):
             batch = todo[start:start + self.settings.batch_size]
-            good, decoded = [], []
+            good, decoded, labels = [], [], []
             for obj in batch:
                 try:
-                    decoded.append(self._read_and_decode(storage, obj))
-                    good.append(obj)
+                    one, label = self._read_and_decode(storage, obj), read_labels(storage, obj)
                 except (PermanentError, NotFoundError) as exc:
                     report.failed.append((obj.key, str(exc)))
-            documents = self._documents_or_failures(good, decoded, report)
+                    continue
+                good.append(obj)
+                decoded.append(one)
+                labels.append(label)
+            documents = self._documents_or_failures(good, decoded, labels, report)
             self.index.upsert(documents)
             report.indexed += len(documents)
             if progress:
@@ -119,6 +135,18 @@ class Ingester:
         self.index.refresh()
         return report
 
+    def _add_labels(self, storage: Storage, unlabelled: list[tuple[str, StoredObject]], report: IndexReport) -> None:
+        """Labels for documents indexed before labels were kept, without embedding them again."""
+        updates = []
+        for did, obj in unlabelled:
+            try:
+                updates.append((did, read_labels(storage, obj)))
+            except (PermanentError, NotFoundError) as exc:
+                report.failed.append((obj.key, str(exc)))
+        for start in range(0, len(updates), 200):
+            self.index.set_labels(updates[start:start + 200])
+        report.relabelled += len(updates)
+
     def _read_and_decode(self, storage: Storage, obj: StoredObject) -> DecodedImage:
         data = storage.read(obj.key, max_bytes=self.settings.max_image_bytes)
         # keep_long_side: the local features' frame is then the file's own, scaled, so match outlines map onto
@@ -126,7 +154,8 @@ class Ingester:
         return decode_image(data, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_pixels,
                             draft_size=224, keep_long_side=local_features.MAX_SIDE)
 
-    def _documents(self, objects: list[StoredObject], decoded: list[DecodedImage]) -> list[ImageDocument]:
+    def _documents(self, objects: list[StoredObject], decoded: list[DecodedImage],
+                   labels: list[Labels]) -> list[ImageDocument]:
         # OpenCV extracts the local features while the network runs: both release the GIL (docs/benchmarks.md)
         features = _BESIDE_THE_NETWORK.submit(lambda: [self._local_features(d) for d in decoded])
         described = self.embedder.describe([d.image for d in decoded])
@@ -135,20 +164,22 @@ class Ingester:
         return [ImageDocument(bucket=obj.bucket, key=obj.key, vector=vector, model_id=self.embedder.model_id,
                               etag=obj.etag, size=obj.size, width=d.width, height=d.height,
                               content_type=d.content_type, local_features=local,
-                              descriptors=descriptors.to_bytes(), whitening=whitening.id)
-                for obj, d, descriptors, vector, local in zip(objects, decoded, described, vectors, features.result())]
+                              descriptors=descriptors.to_bytes(), whitening=whitening.id, folder=label.folder,
+                              tags=label.tags, user_metadata=label.user_metadata)
+                for obj, d, descriptors, vector, local, label
+                in zip(objects, decoded, described, vectors, features.result(), labels)]
 
-    def _documents_or_failures(self, objects: list[StoredObject], decoded: list[DecodedImage],
+    def _documents_or_failures(self, objects: list[StoredObject], decoded: list[DecodedImage], labels: list[Labels],
                                report: IndexReport) -> list[ImageDocument]:
         """Documents for a batch; if one image spoils it (e.g. no features at all), the rest still get theirs."""
         try:
-            return self._documents(objects, decoded) if objects else []
+            return self._documents(objects, decoded, labels) if objects else []
         except PermanentError:
             pass  # one at a time below, to name the culprit
         documents = []
-        for obj, one in zip(objects, decoded):
+        for obj, one, label in zip(objects, decoded, labels):
             try:
-                documents += self._documents([obj], [one])
+                documents += self._documents([obj], [one], [label])
             except PermanentError as exc:
                 report.failed.append((obj.key, str(exc)))
         return documents
@@ -158,6 +189,17 @@ class Ingester:
 
 
 _BESIDE_THE_NETWORK = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-features")
+
+
+def read_labels(storage: Storage, obj: StoredObject) -> Labels:
+    """The object's folder, tags and user metadata as the store says them now (a listing has no metadata: HEAD)."""
+    metadata = obj.user_metadata
+    if metadata is None:
+        current = storage.head(obj.key)
+        if current is None:
+            raise NotFoundError(f"{obj.key!r} is gone")
+        metadata = current.user_metadata
+    return Labels.of(obj.key, storage.tags(obj.key), metadata)
 
 
 def _unchanged(entry, obj: StoredObject, model_id: str) -> bool:

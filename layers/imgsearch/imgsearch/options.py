@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from .config import SEARCH_MODES
 from .errors import InvalidRequestError
+from .labels import MAX_FILTERS, Filter
 
 MAX_RESULT_WINDOW = 10_000  # Elasticsearch's index.max_result_window and its limit for knn k: page x page_size
 # A prefix longer than any key (S3's 1024 bytes, storage.MAX_KEY_BYTES) matches nothing; counted in characters,
@@ -23,9 +24,10 @@ def max_page(page_size: int) -> int:
 
 
 def check_search(*, min_score: float | None, page: int, page_size: int, mode: str | None,
-                 key_prefix: str | None = None, query_vectors: int = 1, min_confidence: float | None = None) -> None:
+                 key_prefix: str | None = None, query_vectors: int = 1, min_confidence: float | None = None,
+                 filters: tuple[Filter, ...] = ()) -> None:
     """The limits every search obeys (SearchOptions from adapters, SearchRequest to the index): the result
-    window, the score range, the mode, the prefix's length and the number of query vectors."""
+    window, the score range, the mode, the prefix's length, the number of query vectors and of filters."""
     if page < 1:
         raise InvalidRequestError(f"page must be 1 or more, got {page}")
     if page_size < 1:
@@ -42,6 +44,8 @@ def check_search(*, min_score: float | None, page: int, page_size: int, mode: st
         raise InvalidRequestError(f"prefix must be at most {MAX_PREFIX_LENGTH} characters (a key's limit)")
     if not 1 <= query_vectors <= MAX_QUERY_VECTORS:
         raise InvalidRequestError(f"a search takes 1 to {MAX_QUERY_VECTORS} query vectors, got {query_vectors}")
+    if sum(len(f.values) for f in filters) > MAX_FILTERS or any(not f.values for f in filters):
+        raise InvalidRequestError(f"at most {MAX_FILTERS} filter values in all, and at least one per filter")
 
 
 @dataclass(frozen=True)
@@ -56,10 +60,11 @@ class SearchOptions:
     key_prefix: str | None = None
     rerank: bool | None = None
     min_confidence: float | None = None
+    filters: tuple[Filter, ...] = ()  # labels.parse_filters: folder, tag.<name>, meta.<name>
 
     def __post_init__(self):
         check_search(min_score=self.min_score, page=self.page, page_size=self.page_size, mode=self.mode,
-                     key_prefix=self.key_prefix, min_confidence=self.min_confidence)
+                     key_prefix=self.key_prefix, min_confidence=self.min_confidence, filters=self.filters)
 
     @property
     def offset(self) -> int:

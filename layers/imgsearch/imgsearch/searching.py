@@ -44,6 +44,10 @@ class Hit:
     confidence: float | None = None  # with re-ranking on: P(the hit shows what the query shows), calibrated
     # verified hits only: where the query was found, 4 (x, y) corners in the hit's pixels (width x height)
     match_polygon: tuple[tuple[float, float], ...] | None = None
+    # the bucket's labels (labels.py); None for documents indexed before labels were kept
+    folder: str | None = None
+    tags: dict[str, str] | None = None
+    user_metadata: dict[str, str] | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -106,7 +110,7 @@ class Searcher:
                 query_features: Callable[[], object], exclude_ids: tuple[str, ...] = ()) -> SearchResults:
         request = SearchRequest(vector=vector, min_score=options.min_score, page=options.page,
                                 page_size=options.page_size, mode=options.mode or self.settings.search_mode,
-                                key_prefix=options.key_prefix, exclude_ids=exclude_ids)
+                                key_prefix=options.key_prefix, exclude_ids=exclude_ids, filters=options.filters)
         rerank = self.settings.rerank if options.rerank is None else options.rerank
         if options.min_confidence is not None:  # only verified hits have a confidence: asking for one verifies
             rerank = True
@@ -160,4 +164,5 @@ class Searcher:
         return Hit(score=round(hit.score, 6), key=doc.key, bucket=doc.bucket, url=url, size=doc.size,
                    width=doc.width, height=doc.height, content_type=doc.content_type, id=doc.doc_id,
                    inliers=None if match is None else match.inliers, verified=verified,
-                   confidence=None if confidence is None else round(confidence, 4), match_polygon=polygon)
+                   confidence=None if confidence is None else round(confidence, 4), match_polygon=polygon,
+                   folder=doc.folder, tags=doc.tags, user_metadata=doc.user_metadata)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import mimetypes
 import os
 import re
@@ -20,6 +21,7 @@ from urllib.parse import quote
 
 from .errors import BackendUnavailableError, ImageTooLargeError, InvalidRequestError, NotFoundError, PermanentError
 
+log = logging.getLogger(__name__)
 MAX_KEY_BYTES = 1024  # S3's limit on a key, in UTF-8 bytes
 _BUCKET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}")  # S3's rules, loosely (old buckets allow more)
 _ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG, errno.ELOOP)  # no such regular file can be there
@@ -54,6 +56,7 @@ class StoredObject:
     etag: str | None
     last_modified: str | None = None
     content_type: str | None = None
+    user_metadata: dict[str, str] | None = None  # x-amz-meta-*: from head(); None where unknown (listings)
 
 
 class Storage(ABC):
@@ -71,6 +74,10 @@ class Storage(ABC):
 
     @abstractmethod
     def list(self, prefix: str = "") -> Iterator[StoredObject]: ...
+
+    def tags(self, key: str) -> dict[str, str] | None:
+        """The object's tags ({} for none); None when the store will not say (no permission to read them)."""
+        return {}
 
     @abstractmethod
     def url(self, key: str) -> str:
@@ -115,7 +122,8 @@ class FolderStorage(Storage):
         # A cheap change marker (size + mtime), so unchanged files are skipped without reading them.
         marker = hashlib.sha1(f"{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
         modified = datetime.fromtimestamp(stat.st_mtime, timezone.utc).isoformat()
-        return StoredObject(self.bucket, key, stat.st_size, marker, modified, mimetypes.guess_type(path.name)[0])
+        return StoredObject(self.bucket, key, stat.st_size, marker, modified, mimetypes.guess_type(path.name)[0],
+                            user_metadata={})
 
     def read(self, key: str, *, max_bytes: int) -> bytes:
         """Only a regular file, and at most max_bytes + 1 bytes of it, whatever size it reports."""
@@ -177,7 +185,20 @@ class S3Storage(Storage):
                 return None
             raise _translate(exc, self.bucket, key) from exc
         return StoredObject(self.bucket, key, response["ContentLength"], response.get("ETag", "").strip('"') or None,
-                            _iso(response.get("LastModified")), response.get("ContentType"))
+                            _iso(response.get("LastModified")), response.get("ContentType"),
+                            user_metadata=response.get("Metadata") or {})
+
+    def tags(self, key: str) -> dict[str, str] | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            response = self._call(self.client.get_object_tagging, Bucket=self.bucket, Key=check_key(key))
+        except ClientError as exc:
+            if _status(exc) == 403:  # s3:GetObjectTagging not granted: index the image anyway, without tags
+                log.warning("cannot read the tags of objects in %s (403): indexed without tags", self.bucket)
+                return None
+            raise _translate(exc, self.bucket, key) from exc
+        return {tag["Key"]: tag["Value"] for tag in response.get("TagSet", [])}
 
     def read(self, key: str, *, max_bytes: int) -> bytes:
         from botocore.exceptions import ClientError

@@ -14,6 +14,7 @@ from typing import Iterable, Iterator, Protocol, Sequence
 import numpy as np
 
 from ..errors import IncompatibleIndexError
+from ..labels import Filter, Labels
 from ..options import check_search
 from ..whitening import Whitening
 from .document import ImageDocument
@@ -46,6 +47,7 @@ class SearchRequest:
     """What to search for. page is 1-based: from = (page - 1) * page_size (the demo used from = page).
 
     vector is one query vector (512,) or several (R, 512): then a document's score is its best cosine over them.
+    filters (labels.Filter): only documents that pass all of them are ranked, paged and counted.
     The limits (options.check_search) hold here too, whoever builds the request: at most MAX_QUERY_VECTORS rows.
     """
 
@@ -57,12 +59,13 @@ class SearchRequest:
     key_prefix: str | None = None
     exclude_ids: tuple[str, ...] = ()
     with_local_features: bool = False
+    filters: tuple[Filter, ...] = ()
 
     def __post_init__(self):
         shape = np.shape(self.vector)
         rows = 1 if len(shape) == 1 else (shape[0] if len(shape) == 2 else 0)  # 0: not a vector nor a matrix
         check_search(min_score=self.min_score, page=self.page, page_size=self.page_size, mode=self.mode,
-                     key_prefix=self.key_prefix, query_vectors=rows)
+                     key_prefix=self.key_prefix, query_vectors=rows, filters=self.filters)
 
     @property
     def offset(self) -> int:
@@ -93,6 +96,7 @@ class IndexEntry:
     key: str
     etag: str | None
     model_id: str
+    labelled: bool = True  # False: indexed before labels were kept (sync adds them)
 
 
 class IndexBackend(ABC):

@@ -1,7 +1,8 @@
 """The indexed document and THE table of its fields: every backend builds its schema, writer and reader from it.
 
 A field is declared once, below, with its Python type (the annotation), its Elasticsearch mapping and its SQLite
-column type. Adding a field means adding one line here (and re-creating existing indexes: mappings are strict).
+column type. Adding a field means adding one line here; ensure_index adds a new optional field to an existing
+index (Elasticsearch: put_mapping; embedded: ALTER TABLE), and documents indexed before carry none until re-indexed.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from ..labels import Labels
+
 KEYWORD = {"type": "keyword"}
+FLATTENED = {"type": "flattened"}  # {name: value} pairs, each value a keyword: tags.color is a field to filter on
 VECTOR_FIELD = "feature_vector"  # the original demo's names: file_name (the key) + feature_vector
 META, BLOB, VECTOR = "metadata", "blob", "vector"  # blobs (bytes) are only read when asked for
 
@@ -28,8 +32,9 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _column(es: dict | None, sql: str, kind: str = META, **default):
-    return field(metadata={"es": es, "sql": sql, "kind": kind}, **default)
+def _column(es: dict | None, sql: str, kind: str = META, *, as_json: bool = False, **default):
+    """as_json: a dict, kept as JSON text in SQLite."""
+    return field(metadata={"es": es, "sql": sql, "kind": kind, "json": as_json}, **default)
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,10 @@ class ImageDocument:
     content_type: str | None = _column(KEYWORD, "TEXT", default=None)
     whitening: str | None = _column(KEYWORD, "TEXT", default=None)  # id of the whitening `vector` was made with
     indexed_at: str = _column({"type": "date"}, "TEXT NOT NULL", default_factory=utc_now)
+    # the bucket's own labels (labels.Labels), for filters; None in documents indexed before they were kept
+    folder: str | None = _column(KEYWORD, "TEXT", default=None)
+    tags: dict[str, str] | None = _column(FLATTENED, "TEXT", as_json=True, default=None)
+    user_metadata: dict[str, str] | None = _column(FLATTENED, "TEXT", as_json=True, default=None)
     # binary: not indexed, no doc values. Compact keypoints + descriptors for geometric re-ranking:
     local_features: bytes | None = _column({"type": "binary"}, "BLOB", BLOB, default=None)
     # DescriptorSet: the raw vector and regions, to re-whiten without the network
@@ -56,6 +65,10 @@ class ImageDocument:
     def doc_id(self) -> str:
         return doc_id(self.bucket, self.key)
 
+    def has_labels(self, labels: Labels) -> bool:
+        """Whether the document carries exactly these labels (one indexed before labels were kept has none)."""
+        return (self.folder, self.tags, self.user_metadata) == (labels.folder, labels.tags, labels.user_metadata)
+
     def metadata(self) -> dict:
         """Everything but the vector and the blobs, as JSON-ready values."""
         return {"id": self.doc_id, **{name: getattr(self, name) for name in META_FIELDS}}
@@ -64,6 +77,8 @@ class ImageDocument:
 FIELDS = tuple(dataclasses.fields(ImageDocument))
 META_FIELDS = tuple(f.name for f in FIELDS if f.metadata["kind"] == META)
 BLOB_FIELDS = tuple(f.name for f in FIELDS if f.metadata["kind"] == BLOB)
+JSON_FIELDS = tuple(f.name for f in FIELDS if f.metadata["json"])
+LABEL_FIELDS = ("folder", "tags", "user_metadata")  # what set_labels writes
 
 
 def es_mapping(*, dim: int, model_id: str, vector_index: str) -> dict:

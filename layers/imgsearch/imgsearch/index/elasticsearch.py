@@ -15,9 +15,10 @@ from elasticsearch import NotFoundError as EsNotFound
 
 from ..config import Settings
 from ..errors import BackendUnavailableError, ConfigError, IncompatibleIndexError, PermanentError
+from ..labels import Labels
 from ..whitening import Whitening
 from .base import IndexBackend, IndexEntry, SearchPage, SearchRequest
-from .document import BLOB_FIELDS, VECTOR_FIELD, ImageDocument, es_mapping
+from .document import BLOB_FIELDS, LABEL_FIELDS, VECTOR_FIELD, ImageDocument, es_mapping
 from .es_client import call, floats, from_source, make_client, to_source
 from .es_strategies import choose_strategy, search_page
 
@@ -51,9 +52,9 @@ class ElasticsearchIndex(IndexBackend):
     # -- index lifecycle -----------------------------------------------------------------------------------
     def ensure_index(self) -> None:
         self._check_server_version()
-        if not self._create(self.index, es_mapping(dim=self.dim, model_id=self.model_id,
-                                                   vector_index=self.vector_index)):
-            self._check_existing_mapping()
+        mapping = es_mapping(dim=self.dim, model_id=self.model_id, vector_index=self.vector_index)
+        if not self._create(self.index, mapping):
+            self._check_existing_mapping(mapping)
         self._create(self.whitening_index, WHITENING_MAPPING)
 
     def _create(self, index: str, mappings: dict) -> bool:
@@ -67,13 +68,21 @@ class ElasticsearchIndex(IndexBackend):
                 raise PermanentError(f"cannot create index {index}: {exc.message}") from exc
             return False
 
-    def _check_existing_mapping(self) -> None:
+    def _check_existing_mapping(self, mapping: dict) -> None:
+        """Refuse an index of other vectors; add the fields document.py gained since the index was made (adding
+        a field to a mapping is allowed, and older documents simply lack it)."""
         found = call(self.client.indices.get_mapping, index=self.index).body
-        problems = _mapping_problems(next(iter(found.values()))["mappings"], dim=self.dim, model_id=self.model_id)
+        existing = next(iter(found.values()))["mappings"]
+        problems = _mapping_problems(existing, dim=self.dim, model_id=self.model_id)
         if problems:
             raise IncompatibleIndexError(
                 f"index {self.index} exists but is incompatible: {'; '.join(problems)}. "
                 "Use another IMGSEARCH_ES_INDEX, or delete the index and re-ingest.")
+        missing = {name: spec for name, spec in mapping["properties"].items()
+                   if name not in existing.get("properties", {})}
+        if missing:
+            log.info("adding fields %s to index %s", sorted(missing), self.index)
+            call(self.client.indices.put_mapping, index=self.index, properties=missing)
 
     def _check_server_version(self) -> None:
         nodes = call(self.client.nodes.info, node_id="_local", filter_path="nodes.*.version").body
@@ -116,6 +125,15 @@ class ElasticsearchIndex(IndexBackend):
                    for did, vector, whitening in updates]
         self._bulk(actions, "update")
 
+    def set_labels(self, updates: Sequence[tuple[str, Labels]]) -> None:
+        # An update's doc is merged into the stored one, maps key by key, so a removed tag would survive it: the
+        # labels are nulled first (a null replaces a map), then written, by two updates of one bulk, in order.
+        actions = [{"_op_type": "update", "_index": self.index, "_id": did, "doc": doc}
+                   for did, labels in updates
+                   for doc in ({name: None for name in LABEL_FIELDS},
+                               {name: getattr(labels, name) for name in LABEL_FIELDS})]
+        self._bulk(actions, "update")
+
     def refresh(self) -> None:
         call(self.client.indices.refresh, index=self.index)
 
@@ -145,9 +163,10 @@ class ElasticsearchIndex(IndexBackend):
     def entries(self, bucket: str | None = None) -> Iterator[IndexEntry]:
         query = {"query": {"term": {"bucket": bucket}}} if bucket is not None else {"query": {"match_all": {}}}
         hits = call(lambda: list(helpers.scan(self.client, index=self.index, query=query, size=1000,
-                                              _source=["bucket", "key", "etag", "model_id"])))
+                                              _source=["bucket", "key", "etag", "model_id", "folder"])))
         return iter([IndexEntry(h["_id"], h["_source"]["bucket"], h["_source"]["key"], h["_source"].get("etag"),
-                                h["_source"]["model_id"]) for h in hits])
+                                h["_source"]["model_id"], labelled=h["_source"].get("folder") is not None)
+                     for h in hits])
 
     def search(self, request: SearchRequest) -> SearchPage:
         strategy = choose_strategy(request, knn_candidates=self.knn_candidates, vector_index=self.vector_index,

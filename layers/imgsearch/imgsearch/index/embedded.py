@@ -7,6 +7,7 @@ only when some connection has committed a change.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from pathlib import Path
@@ -15,9 +16,10 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from ..errors import BackendUnavailableError, IncompatibleIndexError
+from ..labels import Filter, Labels
 from ..whitening import Whitening
 from .base import IndexBackend, IndexEntry, ScoredDocument, SearchPage, SearchRequest
-from .document import FIELDS, META_FIELDS, ImageDocument, sql_columns
+from .document import FIELDS, JSON_FIELDS, META_FIELDS, ImageDocument, sql_columns
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -65,6 +67,7 @@ class EmbeddedIndex(IndexBackend):
         with self._lock:
             db = self._conn()
             db.executescript(_SCHEMA)
+            self._add_new_columns(db)
             with db:
                 db.execute("BEGIN IMMEDIATE")
                 stored = dict(db.execute("SELECT name, value FROM meta").fetchall())
@@ -78,6 +81,14 @@ class EmbeddedIndex(IndexBackend):
                     f"{stored.get('model_id')!r}, but this process makes {self.dim}-d vectors of model "
                     f"{self.model_id!r}; use another IMGSEARCH_DATA_DIR or delete the old index")
 
+    @staticmethod
+    def _add_new_columns(db: sqlite3.Connection) -> None:
+        """A field added to document.py since this file was made: its column, empty in the existing rows."""
+        present = {row[1] for row in db.execute("PRAGMA table_info(documents)")}
+        for f in FIELDS:
+            if f.name not in present:
+                db.execute(f"ALTER TABLE documents ADD COLUMN {f.name} {f.metadata['sql']}")
+
     def delete_index(self) -> None:
         with self._lock:
             self.close()
@@ -90,7 +101,7 @@ class EmbeddedIndex(IndexBackend):
         rows = []
         for doc in documents:
             vector = self.checked_vector(doc)
-            rows.append((doc.doc_id, *(vector.tobytes() if f.name == "vector" else getattr(doc, f.name)
+            rows.append((doc.doc_id, *(vector.tobytes() if f.name == "vector" else _to_column(doc, f.name)
                                        for f in FIELDS)))
         if not rows:
             return
@@ -105,6 +116,14 @@ class EmbeddedIndex(IndexBackend):
         with self._lock, self._conn() as db:
             db.execute("BEGIN IMMEDIATE")
             db.executemany("UPDATE documents SET vector = ?, whitening = ? WHERE doc_id = ?", rows)
+            self._writes += 1
+
+    def set_labels(self, updates: Sequence[tuple[str, Labels]]) -> None:
+        rows = [(labels.folder, json.dumps(labels.tags), json.dumps(labels.user_metadata), did)
+                for did, labels in updates]
+        with self._lock, self._conn() as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("UPDATE documents SET folder = ?, tags = ?, user_metadata = ? WHERE doc_id = ?", rows)
             self._writes += 1
 
     def descriptor_sets(self, *, stale_for: str | None = None) -> Iterator[tuple[str, bytes]]:
@@ -139,20 +158,38 @@ class EmbeddedIndex(IndexBackend):
                                         (stale_for,)).fetchone()[0]  # NULL (no whitening) is never != anything
 
     def entries(self, bucket: str | None = None) -> Iterator[IndexEntry]:
-        query = "SELECT doc_id, bucket, key, etag, model_id FROM documents"
+        query = "SELECT doc_id, bucket, key, etag, model_id, folder IS NOT NULL FROM documents"
         with self._lock:
             rows = (self._conn().execute(query + " WHERE bucket = ?", (bucket,)) if bucket is not None
                     else self._conn().execute(query)).fetchall()
-        return iter([IndexEntry(*row) for row in rows])
+        return iter([IndexEntry(*row[:5], labelled=bool(row[5])) for row in rows])
 
     def search(self, request: SearchRequest) -> SearchPage:
         # The embedded index is always exact: "knn" is answered exactly too.
         ids, keys, matrix = self._vectors()
         scores = (matrix @ request.queries(self.dim).T).max(axis=1)  # (n,) best cosine: all rows unit length
-        page, total = _page_of(request, ids, keys, scores)
+        allowed = self._passing(request.filters) if request.filters else None
+        page, total = _page_of(request, ids, keys, scores, allowed)
         documents = self._documents([str(ids[i]) for i in page], request.with_local_features)
         hits = [ScoredDocument(score=float(scores[i]), document=documents[str(ids[i])]) for i in page]
         return SearchPage(hits=hits, total=total, page=request.page, page_size=request.page_size)
+
+    def _passing(self, filters: tuple[Filter, ...]) -> list[str]:
+        """The ids of the documents that pass every filter (one SQL query; ranking is numpy's)."""
+        clauses, params = [], []
+        for f in filters:
+            marks = ",".join("?" * len(f.values))
+            if f.name is None:
+                clauses.append(f"{f.field} IN ({marks})")
+            else:  # json_each: any name works, quotes and dots included (a JSON path would need escaping)
+                clauses.append(f"EXISTS (SELECT 1 FROM json_each(documents.{f.field}) AS label "
+                               f"WHERE label.key = ? AND label.value IN ({marks}))")
+                params.append(f.name)
+            params += f.values
+        with self._lock:
+            rows = self._conn().execute(f"SELECT doc_id FROM documents WHERE {' AND '.join(clauses)}",
+                                        params).fetchall()
+        return [row[0] for row in rows]
 
     def _documents(self, doc_ids: list[str], with_local_features: bool) -> dict[str, ImageDocument]:
         if not doc_ids:
@@ -192,9 +229,13 @@ class EmbeddedIndex(IndexBackend):
                 self._db = None
 
 
-def _page_of(request: SearchRequest, ids: np.ndarray, keys: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, int]:
-    """(row numbers of the requested page, best first with ties by id; how many rows pass the filters)."""
+def _page_of(request: SearchRequest, ids: np.ndarray, keys: np.ndarray, scores: np.ndarray,
+             allowed: list[str] | None = None) -> tuple[np.ndarray, int]:
+    """(row numbers of the requested page, best first with ties by id; how many rows pass the filters).
+    allowed: the ids that pass the request's label filters (None: no such filters)."""
     keep = np.ones(len(ids), dtype=bool)  # (n,)
+    if allowed is not None:
+        keep &= np.isin(ids, allowed)
     if request.min_score is not None:
         keep &= scores >= np.float32(request.min_score)
     if request.key_prefix:
@@ -209,9 +250,17 @@ def _page_of(request: SearchRequest, ids: np.ndarray, keys: np.ndarray, scores: 
     return order[request.offset:end], int(keep.sum())
 
 
+def _to_column(doc: ImageDocument, name: str):
+    value = getattr(doc, name)
+    return json.dumps(value) if name in JSON_FIELDS and value is not None else value
+
+
 def _document(row) -> ImageDocument:
     """A row of SELECT {_META}, vector, local_features."""
     values = dict(zip(META_FIELDS, row[1:]))
+    for name in JSON_FIELDS:
+        if values[name] is not None:
+            values[name] = json.loads(values[name])
     vector, local = row[-2:]
     return ImageDocument(**values, vector=np.frombuffer(vector, dtype=np.float32).copy() if vector is not None
                          else np.zeros(0, dtype=np.float32), local_features=local)

@@ -117,6 +117,8 @@ def search_page(client: Elasticsearch, index: str, request: SearchRequest, strat
         filters.append({"prefix": {"key": request.key_prefix}})
     if request.exclude_ids:
         filters.append({"bool": {"must_not": {"ids": {"values": list(request.exclude_ids)}}}})
+    # a tag or metadata name is a sub-field of its flattened field: {"terms": {"tags.color": ["red"]}}
+    filters += [{"terms": {f.path: list(f.values)}} for f in request.filters]
     queries = request.queries(dim)  # (R, 512)
     if len(queries) > 1:
         return _search_best_of(client, index, request, queries, strategy, filters, candidates)
