@@ -300,7 +300,7 @@ OPENAPI: dict = {
                                                             "expires_in", "filename"], "properties": {
                 "url": {"type": "string", "description": "where to POST the form (S3)"},
                 "fields": {"type": "object", "additionalProperties": {"type": "string"},
-                           "description": "the form's fields, in this order, before `file`: the key, the "
+                           "description": "the form's fields, all sent before `file`: the key, the "
                                           "Content-Type, the signed policy and its signature"},
                 "bucket": {"type": "string"}, "key": {"type": "string", "description": "the new object's key"},
                 "max_bytes": {"type": "integer", "description": "the largest file S3 will take"},
