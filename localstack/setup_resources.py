@@ -3,7 +3,10 @@
 
 - the images bucket;
 - a dead-letter queue and the events queue (redrive after 8 receives; the handler waits longer before each retry), with a policy letting S3 send;
-- the bucket notification: s3:ObjectCreated:*, s3:ObjectRemoved:* and s3:ObjectTagging:* -> the events queue.
+- the bucket notification: s3:ObjectCreated:*, s3:ObjectRemoved:* and s3:ObjectTagging:* -> the events queue;
+- with IMGSEARCH_UPLOAD_ORIGINS (comma-separated origins of the page), the bucket's CORS rule that lets the page
+  POST uploads straight into it (template.yaml's CorsConfiguration). MinIO has no bucket CORS API: it takes
+  MINIO_API_CORS_ALLOW_ORIGIN when it starts (infra/local/stack.py sets it), so the rule is skipped there.
 
 With IMGSEARCH_NOTIFY_ARN set (MinIO: arn:minio:sqs::IMGSEARCH:webhook) the notification goes to that
 target instead and no queues are made. Prints KEY=VALUE lines for the environment of the worker.
@@ -52,6 +55,9 @@ def main() -> int:
                               queue=os.environ.get("IMGSEARCH_QUEUE") or "imgsearch-events",
                               dead_letter_queue=os.environ.get("IMGSEARCH_DEAD_LETTER_QUEUE") or "imgsearch-events-dlq",
                               notify_arn=os.environ.get("IMGSEARCH_NOTIFY_ARN"))
+    origins = [o.strip() for o in (os.environ.get("IMGSEARCH_UPLOAD_ORIGINS") or "").split(",") if o.strip()]
+    if origins:
+        allow_page_uploads(s3, bucket, origins)
     for key, value in output.items():
         print(f"{key}={value}")
     return 0
@@ -75,6 +81,19 @@ def create_resources(s3, sqs, bucket: str, *, region: str = "us-east-1", queue: 
         output.update(IMGSEARCH_QUEUE_URL=queue_url, IMGSEARCH_DEAD_LETTER_QUEUE_URL=dlq_url)
     ensure_notification(s3, bucket, target, EVENTS if notify_arn else EVENTS + TAGGING_EVENTS)
     return output
+
+
+def allow_page_uploads(s3, bucket: str, origins: list[str]) -> None:
+    """The page's POST of an upload form (POST /uploads) is cross-origin: the browser reads S3's answer only if
+    the bucket's CORS rule names the page's origin. The same rule as template.yaml's."""
+    rules = [{"ID": "PageUploads", "AllowedMethods": ["POST"], "AllowedOrigins": origins, "MaxAgeSeconds": 3000}]
+    try:
+        s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": rules})
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "NotImplemented":  # MinIO: CORS comes from its own setting
+            raise
+        print(f"setup_resources: no bucket CORS API here; allow {', '.join(origins)} in the server's own "
+              "settings (MinIO: MINIO_API_CORS_ALLOW_ORIGIN)", file=sys.stderr)
 
 
 def ensure_bucket(s3, bucket: str, region: str) -> None:

@@ -8,6 +8,7 @@ in CI it must be), else fp32 (TensorFlow). `fp32_embedder` and `int8_embedder` a
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,31 @@ def settings(tmp_path):
 
     return Settings.from_env({}, data_dir=tmp_path / "data", weights=str(WEIGHTS) if WEIGHTS.is_file() else None,
                              int8_model=INT8_MODEL)
+
+
+# -- the browser: Debian's Chromium, driven by Selenium through Debian's chromedriver (tests/api, tests/e2e) --
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", "--window-size=1280,900"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).is_file() or not Path(CHROMEDRIVER).is_file():
+        unavailable(f"browser test needs {CHROMIUM} and chromedriver "
+                    "(apt-get install chromium chromium-driver)")
+    try:
+        from selenium import webdriver
+    except ImportError:
+        unavailable("selenium is not installed (requirements-dev.txt)")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROME_FLAGS:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()

@@ -13,6 +13,8 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -95,3 +97,32 @@ class MotoServer:
         if self.process:
             self.process.terminate()
             self.process.wait(timeout=10)
+
+
+@contextmanager
+def local_stack(store: str, state: Path, weights_path: str, **environ: str):
+    """The whole local stack (infra/local/stack.py up --store localstack|minio) on free ports, with its own state
+    folder, index and bucket, on the tests' Elasticsearch; yields up's KEY=VALUE lines and `s3`, a client of its
+    store. environ: more settings for every piece (IMGSEARCH_MAX_IMAGE_BYTES=...)."""
+    import boto3
+    from botocore.config import Config
+
+    env = {**os.environ, "IMGSEARCH_LOCAL_DIR": str(state), "IMGSEARCH_VGG19_WEIGHTS": weights_path,
+           "IMGSEARCH_ES_INDEX": f"e2e-{store}-{uuid.uuid4().hex[:8]}", "IMGSEARCH_BUCKET": f"e2e-{store}",
+           "IMGSEARCH_LOCAL_ES_PORT": elasticsearch_url().rsplit(":", 1)[1], **environ}
+    for name in ("LOCALSTACK", "MINIO", "MINIO_CONSOLE", "WEBHOOK", "API"):
+        env[f"IMGSEARCH_LOCAL_{name}_PORT"] = str(free_port())
+    stack_py = [sys.executable, str(REPO / "infra/local/stack.py")]
+    up = subprocess.run([*stack_py, "up", "--store", store], env=env, capture_output=True, text=True, timeout=900)
+    if up.returncode != 0:
+        subprocess.run([*stack_py, "down", "--keep-elasticsearch"], env=env, capture_output=True)
+        unavailable(f"infra/local/up --store {store} failed:\n{up.stderr[-3000:]}")
+    values = dict(line.split("=", 1) for line in up.stdout.splitlines() if "=" in line)
+    s3 = boto3.client("s3", endpoint_url=values["AWS_ENDPOINT_URL"], aws_access_key_id=values["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=values["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1",
+                      config=Config(s3={"addressing_style": "path"}))
+    try:
+        yield {"store": store, "s3": s3, **values}
+    finally:
+        subprocess.run([*stack_py, "down", "--keep-elasticsearch"], env=env, capture_output=True, timeout=120)
+        drop_elasticsearch_index(values["IMGSEARCH_ES_URL"], env["IMGSEARCH_ES_INDEX"])  # and its _whitening

@@ -23,7 +23,7 @@ from chalice import Chalice, ChaliceUnhandledError, Response
 from chalicelib import health as probes
 from chalicelib import inputs, openapi
 from chalicelib.errors import MissingApiKey, WrongApiKey, error_response, reshape_chalice_error
-from imgsearch import fetch, service
+from imgsearch import fetch, service, uploads
 from imgsearch import metrics as names
 from imgsearch.confidence import CONFIDENT
 from imgsearch.errors import ConfigError, ImgSearchError
@@ -178,6 +178,17 @@ def _content(ref: inputs.ImageRef) -> Response:
     # nosniff: a polyglot (a GIF that is also JavaScript, a JPEG with HTML appended) is only ever this type
     return Response(body=data, headers={"Content-Type": content_type, "Cache-Control": "private, max-age=300",
                                         "X-Content-Type-Options": "nosniff"})
+
+
+# -- uploads ---------------------------------------------------------------------------------------------
+@route("/uploads", methods=["POST"], content_types=[inputs.JSON])
+def new_upload():
+    """A presigned POST for the page to put one image into the bucket itself (imgsearch.uploads); the bucket's
+    notification then indexes it like any other upload."""
+    wanted = inputs.upload_request(current_request())
+    search = service.get()
+    return uploads.new_upload(search.settings, search.storages, wanted.content_type,
+                              filename=wanted.filename).to_dict()
 
 
 # -- service ---------------------------------------------------------------------------------------------

@@ -324,6 +324,8 @@ def up(store: str, fresh: bool, workers: int = 1) -> dict:
     es_url = started.stdout.strip().splitlines()[-1]
     say(f"elasticsearch: ready on {es_url}")
 
+    # The page's origins: its "Add to the bucket" POSTs the file straight to the store (bucket CORS, below).
+    page_origins = f"http://127.0.0.1:{PORTS['api']},http://localhost:{PORTS['api']}"
     env = {"IMGSEARCH_BACKEND": "elasticsearch", "IMGSEARCH_ES_URL": es_url, "IMGSEARCH_ES_INDEX": ES_INDEX,
            "IMGSEARCH_BUCKET": BUCKET, "AWS_DEFAULT_REGION": "us-east-1", "TF_CPP_MIN_LOG_LEVEL": "2",
            "IMGSEARCH_DATA_DIR": str(STATE / "data" / "imgsearch")}
@@ -334,7 +336,7 @@ def up(store: str, fresh: bool, workers: int = 1) -> dict:
               {"GATEWAY_LISTEN": f"127.0.0.1:{PORTS['localstack']}", "SERVICES": "s3,sqs",
                "LOCALSTACK_VOLUME_DIR": str(STATE / "data" / "localstack"), "SKIP_SSL_CERT_DOWNLOAD": "1", "SQS_ENDPOINT_STRATEGY": "path"},
               f"{endpoint}/_localstack/health", timeout=120)
-        resources = setup_resources(env)
+        resources = setup_resources({**env, "IMGSEARCH_UPLOAD_ORIGINS": page_origins})
         env.update(IMGSEARCH_DEAD_LETTER_QUEUE_URL=resources["IMGSEARCH_DEAD_LETTER_QUEUE_URL"],
                    IMGSEARCH_QUEUE_URL=resources["IMGSEARCH_QUEUE_URL"])
         (STATE / "queues.json").write_text(json.dumps({"endpoint": endpoint, **resources}))
@@ -353,6 +355,7 @@ def up(store: str, fresh: bool, workers: int = 1) -> dict:
               {"MINIO_ROOT_USER": MINIO_USER, "MINIO_ROOT_PASSWORD": MINIO_PASSWORD,
                "MINIO_NOTIFY_WEBHOOK_ENABLE_IMGSEARCH": "on", "MINIO_NOTIFY_WEBHOOK_ENDPOINT_IMGSEARCH": f"{webhook}/",
                "MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_IMGSEARCH": token, "MINIO_BROWSER": "off",
+               "MINIO_API_CORS_ALLOW_ORIGIN": page_origins,  # MinIO has no bucket CORS API: its own setting
                # Events the receiver could not take (down, restarting, 5xx) wait on disk and are sent again.
                "MINIO_NOTIFY_WEBHOOK_QUEUE_DIR_IMGSEARCH": str(STATE / "data" / "minio-events"),
                "MINIO_NOTIFY_WEBHOOK_QUEUE_LIMIT_IMGSEARCH": "100000"},

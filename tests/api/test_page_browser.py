@@ -4,48 +4,21 @@ Uploads a re-encoded seed image through the page's file input and expects its or
 match, with thumbnails loaded through the API (the embedded folder's file:// URLs cannot be opened from an http
 page); uploads a photo of nothing indexed and expects "no confident match" instead of a list of strangers.
 Draws where a verified hit matched over its thumbnail. Leaves screenshots in test-artifacts/ (page.png,
-page-no-match.png, page-match-outline.png).
+page-no-match.png, page-match-outline.png). The browser fixture is in tests/conftest.py.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from helpers import reencoded_copy
-from servers import unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
 SET_SLIDER = ("const s = document.getElementById('minConfidence'); s.value = arguments[0];"
               "s.dispatchEvent(new Event('input'));")
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", "--window-size=1280,900"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).is_file() or not Path(CHROMEDRIVER).is_file():
-        unavailable(f"browser test needs {CHROMIUM} and chromedriver "
-                    "(apt-get install chromium chromium-driver)")
-    try:
-        from selenium import webdriver
-    except ImportError:
-        unavailable("selenium is not installed (requirements-dev.txt)")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROME_FLAGS:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    yield driver
-    driver.quit()
 
 
 def upload_through_page(browser, api: str, query) -> None:
@@ -208,3 +181,18 @@ def test_page_asks_for_the_api_key_and_uses_it(api, browser, variant, seed_paths
         "return [...document.querySelectorAll('#results img')].every(i => i.src.startsWith('blob:')"
         " && i.complete && i.naturalWidth > 0)"))
     browser.execute_script("localStorage.clear()")
+
+
+def test_adding_to_a_folder_bucket_says_uploads_need_s3(api, browser, seed_paths):
+    """"Add to the bucket" where the bucket is a local folder: the API's 409, shown like every error. The whole
+    path into a real S3 bucket is tests/e2e/test_page_upload.py."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(api + "/")
+    WebDriverWait(browser, 30).until(lambda d: "indexed" in d.find_element(By.ID, "stats").text)
+    browser.find_element(By.ID, "addFile").send_keys(str(seed_paths[0]))
+    message = browser.find_element(By.ID, "message")
+    WebDriverWait(browser, 60).until(lambda d: "uploads need an S3 bucket" in message.text)
+    assert "local folder" in message.text and message.get_attribute("class") == "error"
+    assert browser.find_elements(By.CSS_SELECTOR, "#results .result") == []

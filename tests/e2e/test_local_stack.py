@@ -3,44 +3,22 @@ Elasticsearch and the search API, all separate processes, all over HTTP. A user'
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
-import uuid
 
 import boto3
 import pytest
 import requests
-from botocore.config import Config
 
 from helpers import reencoded_copy
-from servers import REPO, drop_elasticsearch_index, elasticsearch_url, free_port, unavailable
+from servers import local_stack
 
 ODD_KEY = "holiday photos/été 2024/beach + sun #1.jpg"
 
 
 @pytest.fixture(scope="module", params=["localstack", "minio"])
 def stack(request, tmp_path_factory, weights_path):
-    store = request.param
-    state = tmp_path_factory.mktemp(f"local-{store}")
-    env = {**os.environ, "IMGSEARCH_LOCAL_DIR": str(state), "IMGSEARCH_VGG19_WEIGHTS": weights_path,
-           "IMGSEARCH_ES_INDEX": f"e2e-{store}-{uuid.uuid4().hex[:8]}", "IMGSEARCH_BUCKET": f"e2e-{store}",
-           "IMGSEARCH_LOCAL_ES_PORT": elasticsearch_url().rsplit(":", 1)[1]}
-    for name in ("LOCALSTACK", "MINIO", "MINIO_CONSOLE", "WEBHOOK", "API"):
-        env[f"IMGSEARCH_LOCAL_{name}_PORT"] = str(free_port())
-    stack_py = [sys.executable, str(REPO / "infra/local/stack.py")]
-    up = subprocess.run([*stack_py, "up", "--store", store], env=env, capture_output=True, text=True, timeout=900)
-    if up.returncode != 0:
-        subprocess.run([*stack_py, "down", "--keep-elasticsearch"], env=env, capture_output=True)
-        unavailable(f"infra/local/up --store {store} failed:\n{up.stderr[-3000:]}")
-    values = dict(line.split("=", 1) for line in up.stdout.splitlines() if "=" in line)
-    s3 = boto3.client("s3", endpoint_url=values["AWS_ENDPOINT_URL"], aws_access_key_id=values["AWS_ACCESS_KEY_ID"],
-                      aws_secret_access_key=values["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1",
-                      config=Config(s3={"addressing_style": "path"}))
-    yield {"store": store, "s3": s3, **values}
-    subprocess.run([*stack_py, "down", "--keep-elasticsearch"], env=env, capture_output=True, timeout=120)
-    drop_elasticsearch_index(values["IMGSEARCH_ES_URL"], env["IMGSEARCH_ES_INDEX"])  # and its _whitening
+    with local_stack(request.param, tmp_path_factory.mktemp(f"local-{request.param}"), weights_path) as values:
+        yield values
 
 
 def api(stack, path, **kwargs):

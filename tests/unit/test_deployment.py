@@ -88,6 +88,23 @@ def test_the_bucket_refuses_plain_http():
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
+def test_the_page_may_upload_into_the_bucket_under_the_upload_prefix_only():
+    """POST /uploads signs forms with the search function's role, so it may put objects under UploadPrefix and
+    nowhere else; the bucket's CORS rule lets the page (UploadOrigins, else the region's API Gateway URLs) read
+    S3's answer to the form's POST."""
+    resources, parameters = template()["Resources"], template()["Parameters"]
+    [rule] = resources["ImagesBucket"]["Properties"]["CorsConfiguration"]["CorsRules"]
+    assert rule["AllowedMethods"] == ["POST"]
+    assert rule["AllowedOrigins"] == ["HasUploadOrigins", "UploadOrigins",
+                                      ["https://*.execute-api.${AWS::Region}.amazonaws.com"]]  # !If, as loaded here
+    assert parameters["UploadOrigins"]["Default"] == "" and parameters["UploadPrefix"]["Default"] == "uploads/"
+    search = functions()["search"]["Properties"]
+    assert search["Environment"]["Variables"]["IMGSEARCH_UPLOAD_PREFIX"] == "UploadPrefix"
+    statements = [s for p in search["Policies"] if isinstance(p, dict) and "Statement" in p for s in p["Statement"]]
+    writes = [s for s in statements if "Put" in str(s["Action"]) or "s3:*" in str(s["Action"])]
+    assert writes == [{"Effect": "Allow", "Action": "s3:PutObject", "Resource": "${ImagesBucket.Arn}/${UploadPrefix}*"}]
+
+
 def test_the_api_writes_access_logs_to_its_own_log_group():
     resources = template()["Resources"]
     setting = resources["SearchApi"]["Properties"]["AccessLogSetting"]

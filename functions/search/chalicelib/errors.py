@@ -12,7 +12,8 @@ import re
 from chalice import Response
 
 from imgsearch.errors import (BadImageError, ConfigError, ImageTooLargeError, ImgSearchError, InvalidRequestError,
-                              NotFoundError, StorageNotAllowedError, TransientError, UrlFetchError)
+                              NotFoundError, StorageNotAllowedError, TransientError, UploadsUnavailableError,
+                              UrlFetchError)
 
 log = logging.getLogger("imgsearch.api")
 
@@ -49,6 +50,7 @@ ERROR_TABLE: tuple[tuple[type[BaseException], int, str], ...] = (
     (NotFoundError, 404, "not_found"),
     (StorageNotAllowedError, 404, "not_found"),  # a bucket or folder this API does not serve: as if absent
     (InvalidRequestError, 400, "bad_request"),  # the core's own check of request values (page, min_score, mode)
+    (UploadsUnavailableError, 409, "uploads_unavailable"),  # no S3 bucket to put an upload in
     (UrlFetchError, 502, "url_fetch_failed"),  # search by URL: the URL's server failed us (DNS, timeout, 404)
     (TransientError, 503, "unavailable"),  # the index or object store is down: retry later
     (ConfigError, 500, "server_misconfigured"),  # the operator's environment; or exact search without painless

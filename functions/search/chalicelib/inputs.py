@@ -252,6 +252,33 @@ def choice(fields: Mapping[str, Any], name: str, allowed: tuple[str, ...]) -> st
     return value
 
 
+# -- uploads ----------------------------------------------------------------------------------------------
+UPLOAD_FIELDS = ("content_type", "filename")
+
+
+@dataclass(frozen=True)
+class UploadRequest:
+    content_type: str
+    filename: str | None = None
+
+
+def upload_request(request) -> UploadRequest:
+    """POST /uploads: JSON {"content_type": "image/jpeg", "filename": "cat.jpg"}. Only the form is checked here;
+    which types are accepted is the core's decision (imgsearch.uploads)."""
+    body = request.raw_body or b""
+    document = _json_object(body.encode("utf-8") if isinstance(body, str) else body)
+    unknown = sorted(set(document) - set(UPLOAD_FIELDS))
+    if unknown:
+        raise BadRequest(f"unknown field(s) {', '.join(map(repr, unknown))}; send {{\"content_type\": "
+                         f"\"image/jpeg\", \"filename\": \"optional, for display\"}}")
+    content_type, filename = document.get("content_type"), document.get("filename")
+    if not isinstance(content_type, str):
+        raise BadRequest("'content_type' is required: the image's type, e.g. \"image/jpeg\"")
+    if filename is not None and not isinstance(filename, str):
+        raise BadRequest("'filename' must be a string (it is only shown, never used for the key)")
+    return UploadRequest(content_type, filename)
+
+
 # -- indexed images ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ImageRef:

@@ -13,6 +13,7 @@ from imgsearch.fetch import MAX_REDIRECTS, MAX_URL_LENGTH, URL_PATTERN
 from imgsearch.labels import MAX_FILTERS, MAX_NAME, MAX_VALUE
 from imgsearch.options import DEFAULT_PAGE_SIZE, MAX_PREFIX_LENGTH, MAX_RESULT_WINDOW, max_page
 from imgsearch.storage import MAX_KEY_BYTES
+from imgsearch.uploads import ACCEPTED_TYPES, MAX_FILENAME
 
 from .inputs import IMAGE_TYPES
 
@@ -177,6 +178,28 @@ OPENAPI: dict = {
         "/image": _describe("Metadata and URL of an indexed image (?key=)", _BY_QUERY),
         "/images/{key}/content": _content("The bytes of an indexed image (key in the path)", _BY_PATH),
         "/image/content": _content("The bytes of an indexed image (?key=)", _BY_QUERY),
+        "/uploads": {"post": {
+            "summary": "A form to put one image into the bucket from a browser (a presigned S3 POST)",
+            "description": "POST `fields`, then the image as the last field, `file`, as multipart/form-data to "
+                           "`url` (S3, not this API). S3 refuses a file of another Content-Type, of 0 or more than "
+                           "`max_bytes` bytes, another key, or one sent after `expires_in` seconds. The bucket is "
+                           "the service's IMGSEARCH_BUCKET; the key is chosen here (IMGSEARCH_UPLOAD_PREFIX, a "
+                           "random id, the type's extension). Once the bucket's notification has indexed it, "
+                           "GET /image?key= answers 200 and GET /similar?key= searches with it.",
+            "tags": ["images"],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["content_type"], "additionalProperties": False,
+                "properties": {
+                    "content_type": {"type": "string", "enum": list(ACCEPTED_TYPES),
+                                     "description": "the image's type (image/jpg is taken as image/jpeg)"},
+                    "filename": {"type": "string", "maxLength": MAX_FILENAME,
+                                 "description": "the file's own name: handed back for display, never part of "
+                                                "the key"}}}}}},
+            "responses": {"200": _json(_ref("schemas", "UploadTicket"), "the form to send to S3"),
+                          "400": _ref("responses", "BadRequest"), "401": _ref("responses", "MissingApiKey"),
+                          "403": _ref("responses", "WrongApiKey"),
+                          "409": _error("uploads need an S3 bucket: this service has none, or a local folder"),
+                          "415": _ref("responses", "UnsupportedImage"), "503": _ref("responses", "Unavailable")}}},
         "/stats": {"get": {
             "summary": "Index statistics", "tags": ["service"],
             "responses": {"200": _json(_ref("schemas", "Stats"),
@@ -293,6 +316,16 @@ OPENAPI: dict = {
                 "width": {"type": "integer", "nullable": True}, "height": {"type": "integer", "nullable": True},
                 "content_type": {"type": "string", "nullable": True}, "model_id": {"type": "string"},
                 "indexed_at": {"type": "string"}, "url": {"type": "string"}}},
+            "UploadTicket": {"type": "object", "required": ["url", "fields", "bucket", "key", "max_bytes",
+                                                            "expires_in", "filename"], "properties": {
+                "url": {"type": "string", "description": "where to POST the form (S3)"},
+                "fields": {"type": "object", "additionalProperties": {"type": "string"},
+                           "description": "the form's fields, all sent before `file`: the key, the "
+                                          "Content-Type, the signed policy and its signature"},
+                "bucket": {"type": "string"}, "key": {"type": "string", "description": "the new object's key"},
+                "max_bytes": {"type": "integer", "description": "the largest file S3 will take"},
+                "expires_in": {"type": "integer", "description": "seconds the form stays valid"},
+                "filename": {"type": "string", "nullable": True, "description": "the request's filename"}}},
             "Stats": {"type": "object", "required": ["documents", "model_id", "backend", "whitening",
                                                      "whitening_images"], "properties": {
                 "documents": {"type": "integer"}, "model_id": {"type": "string"}, "backend": {"type": "string"},

@@ -66,6 +66,8 @@ class Settings:
     precision: str | None = None  # the network's runtime: "int8" (OpenVINO) or "fp32" (TensorFlow); see below
     int8_model: Path | None = None  # the int8 model `imgsearch build-model` wrote (its .xml)
     url_allow_private: bool = False  # search by URL may fetch from loopback and private addresses (tests, local)
+    upload_prefix: str = "uploads/"  # where the page's uploads go in the bucket (uploads.py): prefix + random id
+    upload_expires: int = 300  # seconds a presigned upload form stays valid: long enough to send one image
 
     _ENV = {
         "weights": "IMGSEARCH_VGG19_WEIGHTS",
@@ -104,6 +106,8 @@ class Settings:
         "precision": "IMGSEARCH_PRECISION",
         "int8_model": "IMGSEARCH_INT8_MODEL",
         "url_allow_private": "IMGSEARCH_URL_ALLOW_PRIVATE",
+        "upload_prefix": "IMGSEARCH_UPLOAD_PREFIX",
+        "upload_expires": "IMGSEARCH_UPLOAD_EXPIRES",
     }
 
     @classmethod
@@ -156,13 +160,16 @@ class Settings:
         _choice("IMGSEARCH_SEARCH_MODE", self.search_mode, SEARCH_MODES)
         _choice("IMGSEARCH_ES_VECTOR_INDEX", self.es_vector_index, VECTOR_INDEX_TYPES)
         for name in ("max_image_bytes", "max_pixels", "batch_size", "url_expires", "max_page_size",
-                     "knn_candidates", "rerank_depth", "rerank_min_inliers"):
+                     "knn_candidates", "rerank_depth", "rerank_min_inliers", "upload_expires"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{self._ENV[name]} must be a positive number, got {getattr(self, name)}")
+        # An upload's key is the prefix, 32 hex digits and an extension: it must stay a key S3 can store.
+        if "\x00" in self.upload_prefix or len(self.upload_prefix.encode("utf-8", "surrogatepass")) > 900:
+            raise ConfigError("IMGSEARCH_UPLOAD_PREFIX must be at most 900 bytes of UTF-8 without NUL characters")
 
 
 _INTS = {"es_retries", "knn_candidates", "max_image_bytes", "max_pixels", "batch_size", "url_expires",
-         "max_page_size", "rerank_depth", "rerank_min_inliers"}
+         "max_page_size", "rerank_depth", "rerank_min_inliers", "upload_expires"}
 _BOOLS = {"es_verify_certs", "rerank", "url_allow_private"}
 
 

@@ -63,3 +63,8 @@ class UrlFetchError(ImgSearchError):
     """The image at a URL could not be fetched: no such host, no connection, a timeout, a broken answer, an error
     status. The remote server's doing, neither the request's form (a refused URL is an InvalidRequestError) nor
     this deployment's: the API answers 502."""
+
+
+class UploadsUnavailableError(ImgSearchError):
+    """This deployment cannot take uploads from the page: it has no S3 bucket to put them in (none configured,
+    or a local folder). Nothing the request can change; the API answers 409."""

@@ -242,6 +242,16 @@ class S3Storage(Storage):
         return self.client.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": check_key(key)}, ExpiresIn=self.url_expires)
 
+    def presigned_post(self, key: str, *, content_type: str, max_bytes: int, expires_in: int) -> tuple[str, dict]:
+        """(url, form fields) of an HTML form POST that may put exactly one object: this key, this Content-Type,
+        1 to max_bytes bytes, for expires_in seconds. S3 checks the signed policy, so a browser can upload
+        without the bytes passing through us. boto3 adds the bucket and key conditions itself."""
+        post = self._call(self.client.generate_presigned_post, Bucket=self.bucket, Key=check_key(key),
+                          Fields={"Content-Type": content_type},
+                          Conditions=[{"Content-Type": content_type}, ["content-length-range", 1, max_bytes]],
+                          ExpiresIn=expires_in)
+        return post["url"], post["fields"]
+
     def put(self, key: str, data: bytes, content_type: str | None = None) -> StoredObject:
         extra = {"ContentType": content_type} if content_type else {}
         self._call(self.client.put_object, Bucket=self.bucket, Key=check_key(key), Body=data, **extra)
