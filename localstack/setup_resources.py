@@ -30,8 +30,9 @@ from botocore.exceptions import ClientError
 
 NOTIFICATION_ID = "imgsearch"
 EVENTS = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]
-# A tag change updates the document's tags. MinIO (the webhook target) names tag changes
-# s3:ObjectCreated:PutTagging and :DeleteTagging, inside its ObjectCreated:*; queues (LocalStack, moto) need these.
+# A tag change updates the document's tags. Queues (LocalStack, moto) get it as s3:ObjectTagging:Put/Delete.
+# MinIO (the webhook target) refuses that name and sends s3:ObjectCreated:PutTagging/DeleteTagging, which its
+# s3:ObjectCreated:* already covers (tests/e2e/test_local_stack.py checks both).
 TAGGING_EVENTS = ["s3:ObjectTagging:*"]
 # Locally a failed message comes back after a minute; on AWS the queue uses 6x the function timeout.
 VISIBILITY_TIMEOUT = os.environ.get("IMGSEARCH_QUEUE_VISIBILITY_TIMEOUT") or "60"

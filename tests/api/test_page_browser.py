@@ -3,8 +3,9 @@
 Uploads a re-encoded seed image through the page's file input and expects its original first, as a verified
 match, with thumbnails loaded through the API (the embedded folder's file:// URLs cannot be opened from an http
 page); uploads a photo of nothing indexed and expects "no confident match" instead of a list of strangers.
-Draws where a verified hit matched over its thumbnail. Leaves screenshots in test-artifacts/ (page.png,
-page-no-match.png, page-match-outline.png). The browser fixture is in tests/conftest.py.
+Draws where a verified hit matched over its thumbnail; narrows the hits by the filter box and shows their labels
+as text. Leaves screenshots in test-artifacts/ (page.png, page-no-match.png, page-match-outline.png,
+page-filters.png). The browser fixture is in tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -155,6 +156,59 @@ def test_page_shows_the_api_error_message(api, browser, tmp_path):
     browser.find_element(By.ID, "file").send_keys(str(not_an_image))
     WebDriverWait(browser, 60).until(lambda d: "not an image" in d.find_element(By.ID, "message").text)
     assert "error" in browser.find_element(By.ID, "message").get_attribute("class")
+
+
+def test_filters_narrow_the_results_and_labels_show_as_text(api, browser, variant, labelled_index, seed_paths,
+                                                            tmp_path):
+    """The filter box's terms go with every search (the slider's re-query too); each card shows its folder and
+    tags as text, a hostile tag value included; a bad filter gets the API's message."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from imgsearch.labels import Labels
+
+    hostile = "<img src=x onerror=alert(1)>"
+    keys = [path.name for path in seed_paths]
+    variant(index=labelled_index({keys[0]: Labels("covers/", {"color": "red", "note": hostile}),
+                                  keys[1]: Labels("", {"color": "red", "shelf": "top left"}),
+                                  keys[2]: Labels("", {"color": "blue"})}))
+    query = tmp_path / "query.jpg"
+    query.write_bytes(reencoded_copy(seed_paths[0]))
+    browser.get(api + "/")
+    wait = WebDriverWait(browser, 120)
+    wait.until(lambda d: "indexed" in d.find_element(By.ID, "stats").text)
+    box = browser.find_element(By.ID, "filters")
+    box.send_keys("tag.color=red")  # before the photo: the upload's own search is filtered
+    browser.find_element(By.ID, "file").send_keys(str(query))
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#results .result .name"))
+    browser.execute_script(SET_SLIDER, "0")
+
+    def names():
+        return [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#results .result .name")]
+
+    wait.until(lambda d: len(names()) == 2)  # of every seed image, the two tagged red
+    assert names() == keys[:2]
+    labels = browser.find_element(By.CSS_SELECTOR, "#results .result .labels")
+    assert [e.text for e in labels.find_elements(By.CSS_SELECTOR, "span")] == ["covers/", "color=red",
+                                                                              f"note={hostile}"]
+    assert browser.find_elements(By.CSS_SELECTOR, "#results .labels img") == []  # text, not markup
+    browser.execute_script("document.getElementById('filters').scrollIntoView()")  # the box and the cards
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "page-filters.png"))
+
+    def refilter(text):
+        box.clear()
+        box.send_keys(text, Keys.ENTER)
+
+    refilter('tag.shelf="top left", tag.color=red')  # quotes keep a value's space; every name must match
+    wait.until(lambda d: names() == [keys[1]])
+    refilter("folder=covers/")
+    wait.until(lambda d: names() == [keys[0]])
+    refilter("color=red")
+    message = browser.find_element(By.ID, "message")
+    wait.until(lambda d: "tag.<name>" in message.text)
+    assert message.get_attribute("class") == "error" and names() == []
 
 
 def test_page_asks_for_the_api_key_and_uses_it(api, browser, variant, seed_paths, tmp_path):

@@ -166,25 +166,15 @@ def test_prefix_limits_keys(api, seed_paths):
     assert hit_keys(response.json()) == [p.name for p in seed_paths if p.name.startswith(prefix)]
 
 
-def test_filters_on_the_buckets_labels(api, variant, seed_service, seed_paths, tmp_path):
+def test_filters_on_the_buckets_labels(api, variant, labelled_index, seed_paths):
     """filter= (repeatable), a JSON array and /similar's filter keep only the images whose tags, metadata or folder
     match; a filter that is not name=value is a 400 that says how to write one."""
-    import dataclasses
-
-    from imgsearch.index.embedded import EmbeddedIndex
     from imgsearch.labels import Labels
 
-    labelled = EmbeddedIndex(tmp_path, model_id=seed_service.index.model_id)
-    labelled.ensure_index()
-    if seed_service.index.whitenings.info():
-        labelled.whitenings.save(seed_service.index.whitenings.load())
     keys = [path.name for path in seed_paths]
-    tags = {keys[0]: {"color": "red"}, keys[1]: {"color": "blue"}, keys[2]: {"color": "red", "shelf": "top"}}
-    for entry in seed_service.index.entries():
-        document = seed_service.index.get(entry.doc_id)
-        labels = Labels.of(document.key, tags.get(document.key, {}), {"Author": "ann"} if document.key == keys[1] else {})
-        labelled.upsert([dataclasses.replace(document, folder=labels.folder, tags=labels.tags,
-                                             user_metadata=labels.user_metadata)])
+    labelled = labelled_index({keys[0]: Labels.of(keys[0], {"color": "red"}, {}),
+                               keys[1]: Labels.of(keys[1], {"color": "blue"}, {"Author": "ann"}),
+                               keys[2]: Labels.of(keys[2], {"color": "red", "shelf": "top"}, {})})
     variant(index=labelled)
     query = reencoded_copy(seed_paths[0])
 
@@ -207,7 +197,6 @@ def test_filters_on_the_buckets_labels(api, variant, seed_service, seed_paths, t
     as_object = requests.post(f"{api}/search", json={"image": base64.b64encode(query).decode(),
                                                      "filter": {"tag.color": "red"}}, timeout=TIMEOUT)
     assert as_object.status_code == 400 and "name=value" in as_object.json()["message"]
-    labelled.close()
 
 
 def test_search_by_image_keeps_the_demo_contract(api, seed_paths):

@@ -78,6 +78,39 @@ def test_the_whole_scenario(stack, seed_paths):
     assert count(stack) == len(seed_paths)
 
 
+def test_a_tag_change_relabels_without_embedding_again(stack, seed_paths):
+    """Tags and x-amz-meta-* given at upload are indexed; a tag change reaches the document, not the model
+    (LocalStack sends s3:ObjectTagging:Put/Delete, MinIO s3:ObjectCreated:PutTagging/DeleteTagging)."""
+    s3, bucket, key = stack["s3"], stack["IMGSEARCH_BUCKET"], "labelled/cover.jpg"
+    s3.put_object(Bucket=bucket, Key=key, Body=seed_paths[2].read_bytes(), ContentType="image/jpeg",
+                  Tagging="color=red&shelf=top", Metadata={"Author": "ann"})
+    wait_until(lambda: image(stack, key) is not None, what="the labelled upload to become searchable")
+    first = image(stack, key)
+    assert (first["folder"], first["tags"], first["user_metadata"]) == (
+        "labelled/", {"color": "red", "shelf": "top"}, {"author": "ann"})
+
+    s3.put_object_tagging(Bucket=bucket, Key=key, Tagging={"TagSet": [{"Key": "color", "Value": "blue"}]})
+    wait_until(lambda: image(stack, key)["tags"] == {"color": "blue"}, timeout=60, what="the new tags in the index")
+    assert image(stack, key)["indexed_at"] == first["indexed_at"]  # relabelled, not embedded again
+    query = reencoded_copy(seed_paths[2])
+    assert [h["key"] for h in search(stack, query, filter="tag.color=blue")["hits"]] == [key]
+    assert search(stack, query, filter="tag.color=red")["total"] == 0
+
+    s3.delete_object_tagging(Bucket=bucket, Key=key)
+    wait_until(lambda: image(stack, key)["tags"] == {}, timeout=60, what="the deleted tags to leave the index")
+    assert search(stack, query, filter="tag.color=blue")["total"] == 0
+    assert image(stack, key)["user_metadata"] == {"author": "ann"}
+
+
+def image(stack, key: str) -> dict | None:
+    """GET /image: the indexed document's metadata, or None while it is not indexed."""
+    response = api(stack, "/image", params={"key": key})
+    if response.status_code == 404:
+        return None
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
 def rejections(stack) -> list[dict]:
     """LocalStack: the dead-letter queue (with the reason as an attribute); MinIO: the webhook's failure log."""
     if stack["store"] == "minio":
