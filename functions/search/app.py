@@ -191,6 +191,13 @@ def new_upload():
                               filename=wanted.filename).to_dict()
 
 
+@route("/duplicates", methods=["GET"])
+def duplicate_groups():
+    """Copies flagged at ingest (imgsearch.duplicates), grouped by their original."""
+    page = inputs.page_options(inputs.query_params(current_request()), max_page_size=service.settings().max_page_size)
+    return service.get().searcher.duplicate_groups(*page)
+
+
 # -- service ---------------------------------------------------------------------------------------------
 @route("/stats", methods=["GET"])
 def stats():

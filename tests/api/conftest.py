@@ -84,24 +84,29 @@ def variant(search_module, seed_service):
 
 @pytest.fixture
 def labelled_index(tmp_path, seed_service):
-    """labelled_index({key: Labels}): a copy of the seed index (vectors, whitening) in tmp_path whose images
-    carry these labels (the others only their folder), to serve with variant(index=...)."""
+    """labelled_index({key: Labels}, copies={key: original key}): a copy of the seed index (vectors, whitening) in
+    tmp_path whose images carry these labels (the others only their folder) and are marked as copies of those
+    originals, to serve with variant(index=...)."""
     import dataclasses
 
+    from imgsearch.index import doc_id
     from imgsearch.index.embedded import EmbeddedIndex
     from imgsearch.labels import Labels
 
     index = EmbeddedIndex(tmp_path, model_id=seed_service.index.model_id)
 
-    def copy(labels_by_key: dict) -> EmbeddedIndex:
+    def copy(labels_by_key: dict, *, copies: dict | None = None) -> EmbeddedIndex:
         index.ensure_index()
         if seed_service.index.whitenings.info():
             index.whitenings.save(seed_service.index.whitenings.load())
         for entry in seed_service.index.entries():
             document = seed_service.index.get(entry.doc_id)
             labels = labels_by_key.get(document.key) or Labels.of(document.key, {}, {})
-            index.upsert([dataclasses.replace(document, folder=labels.folder, tags=labels.tags,
-                                              user_metadata=labels.user_metadata)])
+            original = (copies or {}).get(document.key)
+            index.upsert([dataclasses.replace(
+                document, folder=labels.folder, tags=labels.tags, user_metadata=labels.user_metadata,
+                duplicate_of=original and {"id": doc_id(document.bucket, original), "bucket": document.bucket,
+                                           "key": original, "score": 0.9})])
         return index
 
     yield copy

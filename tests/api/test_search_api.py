@@ -21,7 +21,7 @@ from imgsearch import service as holder
 from imgsearch.options import MAX_PREFIX_LENGTH, max_page
 
 HIT_FIELDS = {"score", "key", "bucket", "url", "size", "width", "height", "content_type", "id", "inliers", "verified",
-              "confidence", "match_polygon", "folder", "tags", "user_metadata"}
+              "confidence", "match_polygon", "folder", "tags", "user_metadata", "duplicate_of"}
 TIMEOUT = 120
 
 
@@ -197,6 +197,28 @@ def test_filters_on_the_buckets_labels(api, variant, labelled_index, seed_paths)
     as_object = requests.post(f"{api}/search", json={"image": base64.b64encode(query).decode(),
                                                      "filter": {"tag.color": "red"}}, timeout=TIMEOUT)
     assert as_object.status_code == 400 and "name=value" in as_object.json()["message"]
+
+
+def test_copies_are_listed_in_groups_and_collapsed(api, variant, labelled_index, seed_paths):
+    """GET /duplicates groups the copies under their original; collapse=true shows one image per group, on
+    /search and /similar; without copies the list is empty."""
+    assert requests.get(f"{api}/duplicates", timeout=TIMEOUT).json() == {"groups": [], "total": 0, "page": 1,
+                                                                       "page_size": 10}
+    keys = [path.name for path in seed_paths]
+    variant(index=labelled_index({}, copies={keys[1]: keys[0], keys[2]: keys[0]}))
+    listed = requests.get(f"{api}/duplicates", params={"page_size": 5}, timeout=TIMEOUT)
+    assert listed.status_code == 200, listed.text
+    (group,) = listed.json()["groups"]
+    assert group["original"]["key"] == keys[0] and group["original"]["indexed"] and group["original"]["url"]
+    assert sorted(c["key"] for c in group["copies"]) == sorted(keys[1:3]) and group["copies"][0]["score"] == 0.9
+    query = reencoded_copy(seed_paths[0])
+    everything = upload(api, query, params={"min_confidence": 0}).json()
+    collapsed = upload(api, query, params={"min_confidence": 0, "collapse": "true"}).json()
+    assert len(set(hit_keys(collapsed)) & set(keys[:3])) == 1 and collapsed["total"] == everything["total"] - 2
+    assert {hit["key"]: hit["duplicate_of"] for hit in everything["hits"]}[keys[1]]["key"] == keys[0]
+    similar = requests.get(f"{api}/similar", params={"key": keys[3], "collapse": "true"}, timeout=TIMEOUT).json()
+    assert len(set(hit_keys(similar)) & set(keys[:3])) == 1
+    assert requests.get(f"{api}/duplicates", params={"page": 0}, timeout=TIMEOUT).status_code == 400
 
 
 def test_search_by_image_keeps_the_demo_contract(api, seed_paths):

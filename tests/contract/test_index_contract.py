@@ -384,3 +384,15 @@ def test_an_index_made_before_labels_gains_their_fields(backend):
     assert backend.count() == 3
     assert {e.key: e.labelled for e in backend.entries()} == {old[0].key: False, old[1].key: False, new[0].key: True}
     assert backend.get(new[0].doc_id).tags == {"color": "red"} and backend.get(old[0].doc_id).tags is None
+
+
+def test_copies_lists_the_documents_that_name_an_original(backend):
+    docs = documents(unit_vectors(3, seed=16))
+    original = {"id": docs[0].doc_id, "bucket": docs[0].bucket, "key": docs[0].key, "score": 0.97}
+    backend.upsert([docs[0], dataclasses.replace(docs[1], duplicate_of=original), docs[2]])
+    backend.refresh()
+    copies = list(backend.copies())
+    assert [(c.key, c.duplicate_of) for c in copies] == [(docs[1].key, original)]
+    assert copies[0].vector.size == 0 and copies[0].local_features is None  # metadata only
+    hit = backend.search(SearchRequest(vector=docs[1].vector, mode=exact(backend))).hits[0]
+    assert hit.document.duplicate_of == original

@@ -76,6 +76,9 @@ def test_search_options_and_errors(cli_env, seed_paths, tmp_path):
     assert elsewhere["hits"] == [] and elsewhere["total"] == 0
     unfiltered = run("search", str(seed_paths[0]), "--filter", "colour=red", env=cli_env, check=False)
     assert unfiltered.returncode == 1 and "tag.<name>" in unfiltered.stderr
+    assert json.loads(run("duplicates", env=cli_env).stdout)["groups"] == []  # distinct photos: no copies
+    collapsed = json.loads(run("search", str(seed_paths[0]), "--json", "--collapse", env=cli_env).stdout)
+    assert collapsed["total"] == len(seed_paths)
 
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"nope")

@@ -163,7 +163,7 @@ FILTER = "filter"
 
 
 def search_options(fields: Mapping[str, Any], *, max_page_size: int) -> SearchOptions:
-    """/search, /similar: min_score, min_confidence, page, page_size, mode, prefix, rerank, filter. Pages stop at
+    """/search, /similar: min_score, min_confidence, page, page_size, mode, prefix, rerank, filter, collapse. Pages stop at
     max_page(max_page_size), a bound the OpenAPI document can state, so any page of any size stays inside the
     core's result window."""
     return SearchOptions(
@@ -175,7 +175,14 @@ def search_options(fields: Mapping[str, Any], *, max_page_size: int) -> SearchOp
         rerank=boolean(fields, "rerank"),
         min_confidence=number(fields, "min_confidence", 0.0, 1.0),
         filters=filters(fields.get(FILTER)),
+        collapse=bool(boolean(fields, "collapse")),
     )
+
+
+def page_options(fields: Mapping[str, Any], *, max_page_size: int) -> tuple[int, int]:
+    """(page, page_size) of a listing, within the same bounds as a search's."""
+    return (integer(fields, "page", 1, max_page(max_page_size), default=1),
+            integer(fields, "page_size", 1, max_page_size, default=min(DEFAULT_PAGE_SIZE, max_page_size)))
 
 
 def filters(value: Any) -> tuple[Filter, ...]:

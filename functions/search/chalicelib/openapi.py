@@ -33,6 +33,11 @@ _FILTER_RULE = (f"only images whose labels match: folder=cats/ (the key's own fo
                 f"metadata; names in any case). Repeat it: every name must match, and a name given twice matches "
                 f"either value; at most {MAX_FILTERS} in all (400 beyond). "
                 f"Images indexed before labels were kept carry none until the next `imgsearch sync`")
+_ORIGINAL = {"type": "object", "nullable": True, "required": ["id", "bucket", "key", "score"],
+             "description": "a copy's group original (the first indexed of the same picture) and the cosine to the "
+                            "image it was matched with; null if the image copies nothing",
+             "properties": {"id": {"type": "string"}, "bucket": {"type": "string"}, "key": {"type": "string"},
+                            "score": {"type": "number"}}}
 _LABELS = {"type": "object", "nullable": True, "additionalProperties": {"type": "string"}}
 _FILTER_LIST = {"type": "array", "items": _FILTER_TERM, "minItems": 1, "maxItems": MAX_FILTERS}
 
@@ -107,7 +112,7 @@ _LOOKUP_ERRORS = {
     "503": _ref("responses", "Unavailable"),
 }
 _SEARCH_PARAMS = [_ref("parameters", name)
-                  for name in ("MinScore", "MinConfidence", "Page", "PageSize", "Mode", "Prefix", "Rerank", "Filter")]
+                  for name in ("MinScore", "MinConfidence", "Page", "PageSize", "Mode", "Prefix", "Rerank", "Filter", "Collapse")]
 _BY_PATH = [_ref("parameters", "KeyInPath"), _ref("parameters", "Bucket")]
 _BY_QUERY = [_ref("parameters", "KeyInQuery"), _ref("parameters", "Bucket")]
 
@@ -200,6 +205,13 @@ OPENAPI: dict = {
                           "403": _ref("responses", "WrongApiKey"),
                           "409": _error("uploads need an S3 bucket: this service has none, or a local folder"),
                           "415": _ref("responses", "UnsupportedImage"), "503": _ref("responses", "Unavailable")}}},
+        "/duplicates": {"get": {
+            "summary": "Groups of copies flagged at ingest, largest first", "tags": ["images"],
+            "parameters": [_ref("parameters", "Page"), _ref("parameters", "PageSize")],
+            "responses": {"200": _json(_ref("schemas", "DuplicateGroups"), "a page of groups: each original and "
+                                       "its copies"),
+                          "400": _ref("responses", "BadRequest"), "401": _ref("responses", "MissingApiKey"),
+                          "403": _ref("responses", "WrongApiKey"), "503": _ref("responses", "Unavailable")}}},
         "/stats": {"get": {
             "summary": "Index statistics", "tags": ["service"],
             "responses": {"200": _json(_ref("schemas", "Stats"),
@@ -238,6 +250,9 @@ OPENAPI: dict = {
             "Prefix": {"name": "prefix", "in": "query", "description": "only keys starting with this; at most "
                        f"{MAX_PREFIX_LENGTH} characters, a key's limit (400 otherwise)",
                        "schema": {"type": "string", "maxLength": MAX_PREFIX_LENGTH}},
+            "Collapse": {"name": "collapse", "in": "query", "description": "one hit per group of copies (GET "
+                         "/duplicates), the best-ranked of each; total then counts the groups among the first "
+                         "hits", "schema": {"type": "boolean", "default": False}},
             "Filter": {"name": "filter", "in": "query", "style": "form", "explode": True,
                        "description": _FILTER_RULE, "schema": _FILTER_LIST},
             "Rerank": {"name": "rerank", "in": "query", "description": "verify the best candidates with local "
@@ -301,7 +316,23 @@ OPENAPI: dict = {
                 "folder": {"type": "string", "nullable": True, "description": "the key's folder (\"\": the top)"},
                 "tags": {**_LABELS, "description": "the object's S3 tags"},
                 "user_metadata": {**_LABELS, "description": "the object's x-amz-meta-* metadata, names in lower "
-                                                            "case"}}},
+                                                            "case"},
+                "duplicate_of": _ORIGINAL}},
+            "DuplicateGroups": {"type": "object", "required": ["groups", "total", "page", "page_size"], "properties": {
+                "groups": {"type": "array", "items": {"type": "object", "required": ["original", "copies"],
+                                                      "properties": {
+                    "original": {"type": "object", "required": ["id", "bucket", "key", "url", "indexed"],
+                                 "properties": {"id": {"type": "string"}, "bucket": {"type": "string"},
+                                                "key": {"type": "string"}, "url": {"type": "string", "nullable": True},
+                                                "indexed": {"type": "boolean", "description": "false once the "
+                                                            "original was deleted: its copies stay grouped"}}},
+                    "copies": {"type": "array", "items": {"type": "object", "required": ["id", "bucket", "key",
+                                                                                        "score", "url"],
+                                                          "properties": {
+                        "id": {"type": "string"}, "bucket": {"type": "string"}, "key": {"type": "string"},
+                        "score": {"type": "number"}, "url": {"type": "string", "nullable": True}}}}}}},
+                "total": {"type": "integer", "description": "groups in all"},
+                "page": {"type": "integer"}, "page_size": {"type": "integer"}}},
             "SearchResults": {"type": "object", "required": ["hits", "total", "page", "page_size", "took_ms"],
                               "properties": {
                                   "hits": {"type": "array", "items": _ref("schemas", "Hit")},
@@ -315,7 +346,9 @@ OPENAPI: dict = {
                 "etag": {"type": "string", "nullable": True}, "size": {"type": "integer", "nullable": True},
                 "width": {"type": "integer", "nullable": True}, "height": {"type": "integer", "nullable": True},
                 "content_type": {"type": "string", "nullable": True}, "model_id": {"type": "string"},
-                "indexed_at": {"type": "string"}, "url": {"type": "string"}}},
+                "indexed_at": {"type": "string"}, "url": {"type": "string"},
+                "folder": {"type": "string", "nullable": True}, "tags": _LABELS, "user_metadata": _LABELS,
+                "duplicate_of": _ORIGINAL}},
             "UploadTicket": {"type": "object", "required": ["url", "fields", "bucket", "key", "max_bytes",
                                                             "expires_in", "filename"], "properties": {
                 "url": {"type": "string", "description": "where to POST the form (S3)"},

@@ -70,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
     p = commands.add_parser("stats", help="document count, model, backend and whitening")
     p.set_defaults(run=cmd_stats)
 
+    p = commands.add_parser("duplicates", help="groups of copies flagged at ingest, largest first")
+    p.add_argument("--page", type=int, default=1, help="1-based page of groups")
+    p.add_argument("--page-size", type=int, default=10, help="groups per page")
+    p.set_defaults(run=cmd_duplicates)
+
     p = commands.add_parser("refit", help="refit the index's whitening on every indexed image now (it also "
                                           "refits itself as the index grows)")
     p.set_defaults(run=cmd_refit)
@@ -137,6 +142,7 @@ def _search_options(p: argparse.ArgumentParser) -> None:
                    help="only images with this label: folder=cats/, tag.color=red, meta.author=ann; repeat it "
                         "(every name must match; a name given twice matches either value)")
     _rerank_option(p)
+    p.add_argument("--collapse", action="store_true", help="one hit per group of copies (see `duplicates`)")
     p.add_argument("--json", action="store_true", help="print {hits: [...], total, ...} as JSON")
 
 
@@ -222,7 +228,7 @@ def _options(args):
 
     return SearchOptions(min_score=args.min_score, page=args.page, page_size=args.page_size, mode=args.mode,
                          key_prefix=args.prefix, rerank=args.rerank, min_confidence=args.min_confidence,
-                         filters=parse_filters(args.filters))
+                         filters=parse_filters(args.filters), collapse=args.collapse)
 
 
 def _print_results(results, as_json: bool) -> None:
@@ -236,11 +242,18 @@ def _print_results(results, as_json: bool) -> None:
     for rank, hit in enumerate(results.hits, start=first + 1):
         confidence = "" if hit.confidence is None else f"  confidence {hit.confidence:.2f}"
         verified = f"  verified ({hit.inliers} inliers)" if hit.verified else ""
-        print(f"{rank:>4}  {hit.score:.4f}  {hit.key}  {hit.url or '(bucket not served)'}{confidence}{verified}")
+        copy = f"  copy of {hit.duplicate_of['key']}" if hit.duplicate_of else ""
+        print(f"{rank:>4}  {hit.score:.4f}  {hit.key}  {hit.url or '(bucket not served)'}{confidence}{verified}{copy}")
 
 
 def cmd_stats(args, settings: Settings) -> int:
     print(json.dumps(_service(settings).stats()))
+    return 0
+
+
+def cmd_duplicates(args, settings: Settings) -> int:
+    print(json.dumps(_service(settings).searcher.duplicate_groups(args.page, args.page_size), ensure_ascii=False,
+                     indent=2))
     return 0
 
 

@@ -59,6 +59,7 @@ class Settings:
     rerank: bool = True
     rerank_depth: int = 40
     rerank_min_inliers: int = 15
+    flag_duplicates: bool = True  # ingest records a copy's original (duplicates.py); needs rerank's local features
     s3_endpoint_url: str | None = None  # MinIO, LocalStack, moto; None: AWS
     dead_letter_queue_url: str | None = None  # extract: park permanent failures here at once; stats: count them
     queue_url: str | None = None  # the events queue, for the ingest backlog in stats (backlog.py)
@@ -106,6 +107,7 @@ class Settings:
         "precision": "IMGSEARCH_PRECISION",
         "int8_model": "IMGSEARCH_INT8_MODEL",
         "url_allow_private": "IMGSEARCH_URL_ALLOW_PRIVATE",
+        "flag_duplicates": "IMGSEARCH_FLAG_DUPLICATES",
         "upload_prefix": "IMGSEARCH_UPLOAD_PREFIX",
         "upload_expires": "IMGSEARCH_UPLOAD_EXPIRES",
     }
@@ -170,7 +172,7 @@ class Settings:
 
 _INTS = {"es_retries", "knn_candidates", "max_image_bytes", "max_pixels", "batch_size", "url_expires",
          "max_page_size", "rerank_depth", "rerank_min_inliers", "upload_expires"}
-_BOOLS = {"es_verify_certs", "rerank", "url_allow_private"}
+_BOOLS = {"es_verify_certs", "rerank", "url_allow_private", "flag_duplicates"}
 
 
 def _parse(field_name: str, env_name: str, raw: str):

@@ -9,13 +9,14 @@ upkeep.WhiteningUpkeep.after_ingest() afterwards.
 
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from . import local_features
+from . import duplicates, local_features
 from .config import Settings
 from .errors import NotFoundError, PermanentError
 from .events import ObjectChange
@@ -157,17 +158,31 @@ class Ingester:
     def _documents(self, objects: list[StoredObject], decoded: list[DecodedImage],
                    labels: list[Labels]) -> list[ImageDocument]:
         # OpenCV extracts the local features while the network runs: both release the GIL (docs/benchmarks.md)
-        features = _BESIDE_THE_NETWORK.submit(lambda: [self._local_features(d) for d in decoded])
+        extracted = _BESIDE_THE_NETWORK.submit(lambda: [self._local_features(d) for d in decoded])
         described = self.embedder.describe([d.image for d in decoded])
         whitening = self.whitening.current_whitening()
         vectors = whitening.apply(np.stack([d.raw for d in described]))  # (n, 512)
-        return [ImageDocument(bucket=obj.bucket, key=obj.key, vector=vector, model_id=self.embedder.model_id,
-                              etag=obj.etag, size=obj.size, width=d.width, height=d.height,
-                              content_type=d.content_type, local_features=local,
-                              descriptors=descriptors.to_bytes(), whitening=whitening.id, folder=label.folder,
-                              tags=label.tags, user_metadata=label.user_metadata)
-                for obj, d, descriptors, vector, local, label
-                in zip(objects, decoded, described, vectors, features.result(), labels)]
+        features = extracted.result()
+        documents = [ImageDocument(bucket=obj.bucket, key=obj.key, vector=vector, model_id=self.embedder.model_id,
+                                   etag=obj.etag, size=obj.size, width=d.width, height=d.height,
+                                   content_type=d.content_type,
+                                   local_features=None if local is None else local_features.encode(local),
+                                   descriptors=descriptors.to_bytes(), whitening=whitening.id, folder=label.folder,
+                                   tags=label.tags, user_metadata=label.user_metadata)
+                     for obj, d, descriptors, vector, local, label
+                     in zip(objects, decoded, described, vectors, features, labels)]
+        return self._with_originals(documents, features) if self.settings.flag_duplicates else documents
+
+    def _with_originals(self, documents: list[ImageDocument],
+                        features: list[local_features.LocalFeatures | None]) -> list[ImageDocument]:
+        """The documents, each copy with the original it copies recorded (duplicates.py): among the indexed ones
+        and the batch's earlier ones."""
+        done: list[ImageDocument] = []
+        for document, own in zip(documents, features):
+            original = duplicates.find_original(self.index, document, own, min_inliers=self.settings.rerank_min_inliers,
+                                                beside=list(zip(done, features)))
+            done.append(dataclasses.replace(document, duplicate_of=original.to_dict()) if original else document)
+        return done
 
     def _documents_or_failures(self, objects: list[StoredObject], decoded: list[DecodedImage], labels: list[Labels],
                                report: IndexReport) -> list[ImageDocument]:
@@ -184,8 +199,8 @@ class Ingester:
                 report.failed.append((obj.key, str(exc)))
         return documents
 
-    def _local_features(self, decoded: DecodedImage) -> bytes | None:
-        return local_features.encode(local_features.extract(decoded.image)) if self.settings.rerank else None
+    def _local_features(self, decoded: DecodedImage) -> local_features.LocalFeatures | None:
+        return local_features.extract(decoded.image) if self.settings.rerank else None
 
 
 _BESIDE_THE_NETWORK = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-features")

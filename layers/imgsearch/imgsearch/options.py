@@ -61,6 +61,7 @@ class SearchOptions:
     rerank: bool | None = None
     min_confidence: float | None = None
     filters: tuple[Filter, ...] = ()  # labels.parse_filters: folder, tag.<name>, meta.<name>
+    collapse: bool = False  # one hit per group of copies (duplicates.py): the best-ranked of each
 
     def __post_init__(self):
         check_search(min_score=self.min_score, page=self.page, page_size=self.page_size, mode=self.mode,

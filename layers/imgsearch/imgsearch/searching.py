@@ -14,18 +14,20 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from . import confidence as confidence_model
-from . import local_features
+from . import duplicates, local_features
 from .config import Settings
 from .errors import InvalidRequestError, NotFoundError
 from .images import decode_image
 from .index import ImageDocument, IndexBackend, ScoredDocument, SearchRequest, doc_id
-from .options import SearchOptions
+from .options import DEFAULT_PAGE_SIZE, MAX_RESULT_WINDOW, SearchOptions, check_search
 from .storage import check_key
 from .storages import Storages
 from .upkeep import CurrentWhitening
 
 if TYPE_CHECKING:
     from .embedder import Embedder
+
+COLLAPSE_WINDOW = 4  # collapse=true ranks this many times the hits a page needs, then keeps one per group
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class Hit:
     folder: str | None = None
     tags: dict[str, str] | None = None
     user_metadata: dict[str, str] | None = None
+    duplicate_of: dict | None = None  # a copy (duplicates.py): its group's original {id, bucket, key, score}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -102,11 +105,52 @@ class Searcher:
             raise NotFoundError(f"{key!r} is not indexed in bucket {bucket!r}")
         return document
 
+    def duplicate_groups(self, page: int = 1, page_size: int = DEFAULT_PAGE_SIZE) -> dict:
+        """The groups of copies (duplicates.py), largest first, one page of them: each original (`indexed`: false
+        once it was deleted) and its copies, with URLs where this process serves their bucket."""
+        check_search(min_score=None, page=page, page_size=page_size, mode=None)
+        found = duplicates.groups(self.index.copies())
+        shown = []
+        for group in found[(page - 1) * page_size:page * page_size]:
+            original = group["original"]
+            shown.append({
+                "original": {**original, "url": self._url(original["bucket"], original["key"]),
+                             "indexed": self.index.get(original["id"], with_vector=False) is not None},
+                "copies": [{"id": doc.doc_id, "bucket": doc.bucket, "key": doc.key, "score": doc.duplicate_of["score"],
+                            "url": self._url(doc.bucket, doc.key)} for doc in group["copies"]]})
+        return {"groups": shown, "total": len(found), "page": page, "page_size": page_size}
+
+    def _url(self, bucket: str, key: str) -> str | None:
+        return self.storages.url(bucket, key) if self.storages.allows(bucket) else None
+
     def image_info(self, bucket: str, key: str) -> dict:
         """What the index knows of an indexed image, and a URL to open it."""
         return {**self.document(bucket, key).metadata(), "url": self.storages.url(bucket, key)}
 
     def _search(self, vector: np.ndarray, options: SearchOptions, started: float, *,
+                query_features: Callable[[], object], exclude_ids: tuple[str, ...] = ()) -> SearchResults:
+        if options.collapse:
+            return self._collapsed(vector, options, started, query_features=query_features, exclude_ids=exclude_ids)
+        return self._ranked(vector, options, started, query_features=query_features, exclude_ids=exclude_ids)
+
+    def _collapsed(self, vector: np.ndarray, options: SearchOptions, started: float, **how) -> SearchResults:
+        """One hit per group of copies, the best-ranked of each: the page is cut from a window COLLAPSE_WINDOW
+        times deeper, collapsed. total subtracts the copies found in that window (exact when it holds every hit)."""
+        wanted = options.offset + options.page_size
+        window = min(MAX_RESULT_WINDOW, max(COLLAPSE_WINDOW * wanted, self.settings.rerank_depth))
+        ranked = self._ranked(vector, dataclasses.replace(options, page=1, page_size=window, collapse=False), started,
+                              **how)
+        seen, kept = set(), []
+        for hit in ranked.hits:
+            group = hit.duplicate_of["id"] if hit.duplicate_of else hit.id
+            if group not in seen:
+                seen.add(group)
+                kept.append(hit)
+        return SearchResults(hits=tuple(kept[options.offset:wanted]), total=ranked.total - (len(ranked.hits) - len(kept)),
+                             page=options.page, page_size=options.page_size,
+                             took_ms=(time.perf_counter() - started) * 1000)
+
+    def _ranked(self, vector: np.ndarray, options: SearchOptions, started: float, *,
                 query_features: Callable[[], object], exclude_ids: tuple[str, ...] = ()) -> SearchResults:
         request = SearchRequest(vector=vector, min_score=options.min_score, page=options.page,
                                 page_size=options.page_size, mode=options.mode or self.settings.search_mode,
@@ -157,7 +201,7 @@ class Searcher:
     def _hit(self, hit: ScoredDocument, match: local_features.Match | None = None,
              confidence: float | None = None) -> Hit:
         doc = hit.document
-        url = self.storages.url(doc.bucket, doc.key) if self.storages.allows(doc.bucket) else None
+        url = self._url(doc.bucket, doc.key)
         verified = None if match is None else confidence_model.verified(match, self.settings.rerank_min_inliers)
         polygon = (local_features.outline_in_pixels(match.outline, doc.width, doc.height)
                    if verified and doc.width and doc.height else None)
@@ -165,4 +209,4 @@ class Searcher:
                    width=doc.width, height=doc.height, content_type=doc.content_type, id=doc.doc_id,
                    inliers=None if match is None else match.inliers, verified=verified,
                    confidence=None if confidence is None else round(confidence, 4), match_polygon=polygon,
-                   folder=doc.folder, tags=doc.tags, user_metadata=doc.user_metadata)
+                   folder=doc.folder, tags=doc.tags, user_metadata=doc.user_metadata, duplicate_of=doc.duplicate_of)

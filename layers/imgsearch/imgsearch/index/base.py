@@ -149,6 +149,10 @@ class IndexBackend(ABC):
         """Every document's id, key and etag (for sync)."""
 
     @abstractmethod
+    def copies(self) -> Iterator[ImageDocument]:
+        """Every document that has a duplicate_of, metadata only (duplicates.groups makes the groups)."""
+
+    @abstractmethod
     def descriptor_sets(self, *, stale_for: str | None = None) -> Iterator[tuple[str, bytes]]:
         """(doc_id, DescriptorSet bytes) of every document that has them; with stale_for, only of the stale ones
         (see count)."""

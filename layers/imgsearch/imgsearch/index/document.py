@@ -17,7 +17,8 @@ import numpy as np
 from ..labels import Labels
 
 KEYWORD = {"type": "keyword"}
-FLATTENED = {"type": "flattened"}  # {name: value} pairs, each value a keyword: tags.color is a field to filter on
+FLATTENED = {"type": "flattened"}
+ORIGINAL = {"properties": {"id": KEYWORD, "bucket": KEYWORD, "key": KEYWORD, "score": {"type": "float"}}}  # {name: value} pairs, each value a keyword: tags.color is a field to filter on
 VECTOR_FIELD = "feature_vector"  # the original demo's names: file_name (the key) + feature_vector
 META, BLOB, VECTOR = "metadata", "blob", "vector"  # blobs (bytes) are only read when asked for
 
@@ -56,6 +57,8 @@ class ImageDocument:
     folder: str | None = _column(KEYWORD, "TEXT", default=None)
     tags: dict[str, str] | None = _column(FLATTENED, "TEXT", as_json=True, default=None)
     user_metadata: dict[str, str] | None = _column(FLATTENED, "TEXT", as_json=True, default=None)
+    # a copy (duplicates.py): its group's original {id, bucket, key} and the cosine to the image it matched (score)
+    duplicate_of: dict | None = _column(ORIGINAL, "TEXT", as_json=True, default=None)
     # binary: not indexed, no doc values. Compact keypoints + descriptors for geometric re-ranking:
     local_features: bytes | None = _column({"type": "binary"}, "BLOB", BLOB, default=None)
     # DescriptorSet: the raw vector and regions, to re-whiten without the network

@@ -149,6 +149,12 @@ class ElasticsearchIndex(IndexBackend):
             if hit["_source"].get("descriptors"):
                 yield hit["_id"], base64.b64decode(hit["_source"]["descriptors"])
 
+    def copies(self) -> Iterator[ImageDocument]:
+        hits = call(lambda: list(helpers.scan(self.client, index=self.index, size=1000,
+                                              query={"query": {"exists": {"field": "duplicate_of.id"}}},
+                                              _source={"excludes": [VECTOR_FIELD, *BLOB_FIELDS]})))
+        return iter([from_source(h["_source"]) for h in hits])
+
     def get(self, doc_id: str, *, with_vector: bool = True) -> ImageDocument | None:
         excludes = ["descriptors"] if with_vector else [VECTOR_FIELD, *BLOB_FIELDS]
         try:

@@ -126,6 +126,12 @@ class EmbeddedIndex(IndexBackend):
             db.executemany("UPDATE documents SET folder = ?, tags = ?, user_metadata = ? WHERE doc_id = ?", rows)
             self._writes += 1
 
+    def copies(self) -> Iterator[ImageDocument]:
+        with self._lock:
+            rows = self._conn().execute(f"SELECT {_META}, NULL, NULL FROM documents "
+                                        "WHERE duplicate_of IS NOT NULL").fetchall()
+        return iter([_document(row) for row in rows])
+
     def descriptor_sets(self, *, stale_for: str | None = None) -> Iterator[tuple[str, bytes]]:
         query = "SELECT doc_id, descriptors FROM documents WHERE descriptors IS NOT NULL"
         with self._lock:
