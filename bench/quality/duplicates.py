@@ -1,7 +1,7 @@
 """Copies flagged at ingest (issue 16, item 2), measured through the product's own ingest path (real model, the
 default runtime, the embedded index), with what it costs.
 
-  python bench/quality/duplicates.py      # prints the tables docs/quality.md quotes; writes bench/results/duplicates.json
+  python bench/quality/duplicates.py   # prints the table docs/quality.md quotes; writes bench/results/duplicates.json
 
 1. The 100 SMVS references (distinct DVD covers) are indexed twice, side by side in one process: with copies
    flagged and without (IMGSEARCH_FLAG_DUPLICATES), for the ingest cost.
@@ -103,7 +103,9 @@ def main() -> int:
             hits = [h for h in hits if h.bucket == ref_bucket]
             matches = local_features.verify(features, [local_features.decode(h.document.local_features)
                                                        for h in hits], min_matches=base.rerank_min_inliers)
-            return [{"key": h.key, "cosine": round(h.score, 4), **duplicates.describe(m)} for h, m in zip(hits, matches)]
+            found = [{"key": h.key, "cosine": round(h.score, 4), **duplicates.describe(m)}
+                     for h, m in zip(hits, matches)]
+            return [n for n in found if n["geometric"] > 0]  # those the rule had to weigh
 
         for entry in index.entries():  # false copies: each reference against all the others
             doc = index.get(entry.doc_id)
@@ -135,7 +137,7 @@ def main() -> int:
                                             "max_anisotropy": duplicates.MAX_ANISOTROPY,
                                             "max_perspective": duplicates.MAX_PERSPECTIVE,
                                             "min_inliers": base.rerank_min_inliers, "shortlist": duplicates.SHORTLIST},
-                                   "ingest_cost": cost, "summary": summary, "rows": rows}, indent=1))
+                                   "ingest_cost": cost, "summary": summary, "rows": rows}))
         print(f"{'images':<18}{'n':>5}{'flagged':>9}{'of its own':>12}")
         for kind, counts in summary.items():
             print(f"{kind:<18}{counts['images']:>5}{counts['flagged']:>9}{counts['flagged_right']:>12}")

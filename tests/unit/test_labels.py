@@ -45,3 +45,28 @@ def test_search_options_hold_the_filter_limit_whoever_builds_them():
         SearchOptions(filters=(Filter("tags", "a", tuple(str(i) for i in range(MAX_FILTERS + 1))),))
     with pytest.raises(InvalidRequestError, match="filter"):
         SearchOptions(filters=(Filter("tags", "a", ()),))
+
+
+def test_an_object_whose_tags_may_not_be_read_is_indexed_without_them(caplog):
+    """s3:GetObjectTagging not granted (403): the image still gets its folder and metadata, and the log says why
+    its tags are missing; any other refusal is an error."""
+    from botocore.exceptions import ClientError
+
+    from imgsearch.ingest import read_labels
+    from imgsearch.storage import S3Storage, StoredObject
+
+    class Refusing:
+        status = 403
+
+        def get_object_tagging(self, **_):
+            raise ClientError({"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": self.status}},
+                              "GetObjectTagging")
+
+    client = Refusing()
+    storage = S3Storage("images", client=client)
+    found = StoredObject("images", "covers/a.jpg", 10, "e", user_metadata={"author": "ann"})
+    assert read_labels(storage, found) == Labels("covers/", {}, {"author": "ann"})
+    assert "cannot read the tags" in caplog.text
+    client.status = 400
+    with pytest.raises(Exception, match="refused"):
+        storage.tags("covers/a.jpg")

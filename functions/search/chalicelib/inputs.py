@@ -163,9 +163,9 @@ FILTER = "filter"
 
 
 def search_options(fields: Mapping[str, Any], *, max_page_size: int) -> SearchOptions:
-    """/search, /similar: min_score, min_confidence, page, page_size, mode, prefix, rerank, filter, collapse. Pages stop at
-    max_page(max_page_size), a bound the OpenAPI document can state, so any page of any size stays inside the
-    core's result window."""
+    """/search, /similar: min_score, min_confidence, page, page_size, mode, prefix, rerank, filter, collapse. Pages
+    stop at max_page(max_page_size), a bound the OpenAPI document can state, so any page of any size stays inside
+    the core's result window."""
     return SearchOptions(
         min_score=number(fields, "min_score", -1.0, 1.0),
         page=integer(fields, "page", 1, max_page(max_page_size), default=1),

@@ -27,7 +27,8 @@ _BUCKET_PATTERN = r"^\s*(|/[^\u0000]*|(s3://)?[A-Za-z0-9][A-Za-z0-9._-]{1,254}/*
 
 # labels.parse_filters' rule for one name=value text: folder, tag.<name> or meta.<name>, the name without "=" or
 # control characters (the first "=" ends it)
-_FILTER_TERM = {"type": "string", "pattern": rf"^(folder|(tag|meta)\.[^=\u0000-\u001f]{{1,{MAX_NAME}}})=[\s\S]{{0,{MAX_VALUE}}}$"}
+_FILTER_TERM = {"type": "string",
+                "pattern": rf"^(folder|(tag|meta)\.[^=\u0000-\u001f]{{1,{MAX_NAME}}})=[\s\S]{{0,{MAX_VALUE}}}$"}
 _FILTER_RULE = (f"only images whose labels match: folder=cats/ (the key's own folder, not its subfolders; folder= "
                 f"the top), tag.<name>=<value> (the object's S3 tags), meta.<name>=<value> (its x-amz-meta-* "
                 f"metadata; names in any case). Repeat it: every name must match, and a name given twice matches "
@@ -112,7 +113,8 @@ _LOOKUP_ERRORS = {
     "503": _ref("responses", "Unavailable"),
 }
 _SEARCH_PARAMS = [_ref("parameters", name)
-                  for name in ("MinScore", "MinConfidence", "Page", "PageSize", "Mode", "Prefix", "Rerank", "Filter", "Collapse")]
+                  for name in ("MinScore", "MinConfidence", "Page", "PageSize", "Mode", "Prefix", "Rerank", "Filter",
+                               "Collapse")]
 _BY_PATH = [_ref("parameters", "KeyInPath"), _ref("parameters", "Bucket")]
 _BY_QUERY = [_ref("parameters", "KeyInQuery"), _ref("parameters", "Bucket")]
 

@@ -37,7 +37,8 @@ def describe(match: Match) -> dict:
     if plausible(match):
         h = match.homography / match.homography[2, 2]
         largest, smallest = np.linalg.svd(h[:2, :2], compute_uv=False)
-        found.update(anisotropy=round(float(largest / smallest), 4), perspective=round(float(np.abs(h[2, :2]).sum()), 6))
+        found.update(anisotropy=round(float(largest / smallest), 4),
+                     perspective=round(float(np.abs(h[2, :2]).sum()), 6))
     return found
 
 

@@ -3,8 +3,8 @@
 "The bucket is the truth": whatever an event said, we look at the object now (present -> embed and upsert,
 absent -> delete), so duplicate, late and out-of-order events converge. An object whose bytes are unchanged but
 whose labels (folder, tags, user metadata: labels.py) are not, e.g. after an ObjectTagging event, has its labels
-replaced without embedding it again. The whitening's upkeep is not done here: callers run
-upkeep.WhiteningUpkeep.after_ingest() afterwards.
+replaced without embedding it again. A new image that copies an indexed one records its original (duplicates.py).
+The whitening's upkeep is not done here: callers run upkeep.WhiteningUpkeep.after_ingest() afterwards.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ class IndexReport:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (key, reason)
 
     def to_dict(self) -> dict:
-        return {"indexed": self.indexed, "relabelled": self.relabelled, "unchanged": self.unchanged, "deleted": self.deleted,
-                "failed": [{"key": k, "reason": r} for k, r in self.failed]}
+        return {"indexed": self.indexed, "relabelled": self.relabelled, "unchanged": self.unchanged,
+                "deleted": self.deleted, "failed": [{"key": k, "reason": r} for k, r in self.failed]}
 
 
 class Ingester:

@@ -146,9 +146,9 @@ class Searcher:
             if group not in seen:
                 seen.add(group)
                 kept.append(hit)
-        return SearchResults(hits=tuple(kept[options.offset:wanted]), total=ranked.total - (len(ranked.hits) - len(kept)),
-                             page=options.page, page_size=options.page_size,
-                             took_ms=(time.perf_counter() - started) * 1000)
+        return SearchResults(hits=tuple(kept[options.offset:wanted]),
+                             total=ranked.total - (len(ranked.hits) - len(kept)), page=options.page,
+                             page_size=options.page_size, took_ms=(time.perf_counter() - started) * 1000)
 
     def _ranked(self, vector: np.ndarray, options: SearchOptions, started: float, *,
                 query_features: Callable[[], object], exclude_ids: tuple[str, ...] = ()) -> SearchResults:

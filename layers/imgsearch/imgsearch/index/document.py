@@ -17,8 +17,8 @@ import numpy as np
 from ..labels import Labels
 
 KEYWORD = {"type": "keyword"}
-FLATTENED = {"type": "flattened"}
-ORIGINAL = {"properties": {"id": KEYWORD, "bucket": KEYWORD, "key": KEYWORD, "score": {"type": "float"}}}  # {name: value} pairs, each value a keyword: tags.color is a field to filter on
+FLATTENED = {"type": "flattened"}  # {name: value} pairs, each value a keyword: tags.color is a field to filter on
+ORIGINAL = {"properties": {"id": KEYWORD, "bucket": KEYWORD, "key": KEYWORD, "score": {"type": "float"}}}
 VECTOR_FIELD = "feature_vector"  # the original demo's names: file_name (the key) + feature_vector
 META, BLOB, VECTOR = "metadata", "blob", "vector"  # blobs (bytes) are only read when asked for
 
