@@ -4,8 +4,9 @@ Uploads a re-encoded seed image through the page's file input and expects its or
 match, with thumbnails loaded through the API (the embedded folder's file:// URLs cannot be opened from an http
 page); uploads a photo of nothing indexed and expects "no confident match" instead of a list of strangers.
 Draws where a verified hit matched over its thumbnail; narrows the hits by the filter box and shows their labels
-as text. Leaves screenshots in test-artifacts/ (page.png, page-no-match.png, page-match-outline.png,
-page-filters.png). The browser fixture is in tests/conftest.py.
+as text; names a copy's original and shows one image per group of copies when asked. Leaves screenshots in
+test-artifacts/ (page.png, page-no-match.png, page-match-outline.png, page-filters.png, page-copies.png). The
+browser fixture is in tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -209,6 +210,43 @@ def test_filters_narrow_the_results_and_labels_show_as_text(api, browser, varian
     message = browser.find_element(By.ID, "message")
     wait.until(lambda d: "tag.<name>" in message.text)
     assert message.get_attribute("class") == "error" and names() == []
+
+
+def test_copies_name_their_original_and_collapse_to_one(api, browser, variant, labelled_index, seed_paths, tmp_path):
+    """A card whose image was flagged a copy at ingest names its original, as text (a key with markup included);
+    "One image per group of copies" sends collapse=true and leaves the group's best-ranked card."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    hostile = "<img src=x onerror=alert(1)>.jpg"
+    keys = [path.name for path in seed_paths]
+    variant(index=labelled_index({}, copies={keys[1]: keys[0], keys[2]: keys[0], keys[3]: hostile}))
+    query = tmp_path / "query.jpg"
+    query.write_bytes(reencoded_copy(seed_paths[0]))
+    upload_through_page(browser, api, query)
+    wait = WebDriverWait(browser, 120)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#results .result .name"))
+    browser.execute_script(SET_SLIDER, "0")  # every seed image
+
+    def shown():  # each card's key and "copy of" note, read at once: a re-render cannot leave them stale
+        return browser.execute_script(
+            "return [...document.querySelectorAll('#results .result')].map((card) => [card.querySelector('.name')"
+            ".textContent, (card.querySelector('.copy') || {}).textContent || null])")
+
+    wait.until(lambda d: len(shown()) == len(keys))
+    assert dict(shown()) == {keys[0]: None, keys[1]: f"copy of {keys[0]}", keys[2]: f"copy of {keys[0]}",
+                             keys[3]: f"copy of {hostile}", keys[4]: None}
+    assert browser.find_elements(By.CSS_SELECTOR, "#results .copy img") == []  # text, not markup
+    browser.execute_script("document.getElementById('collapse').scrollIntoView()")  # the box and the cards
+    wait.until(lambda d: d.execute_script("return [...document.querySelectorAll('#results img')]"
+                                          ".every(img => img.complete && img.naturalWidth > 0)"))
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "page-copies.png"))
+
+    browser.find_element(By.ID, "collapse").click()  # the same search again, one image per group
+    wait.until(lambda d: len(shown()) == len(keys) - 2)
+    names = [name for name, _ in shown()]
+    assert names[0] == keys[0] and sorted(names[1:]) == sorted(keys[3:])  # the original ranks first in its group
 
 
 def test_page_asks_for_the_api_key_and_uses_it(api, browser, variant, seed_paths, tmp_path):
