@@ -185,14 +185,15 @@ def test_filters_narrow_the_results_and_labels_show_as_text(api, browser, varian
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#results .result .name"))
     browser.execute_script(SET_SLIDER, "0")
 
-    def names():
-        return [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#results .result .name")]
+    def names():  # read in one script call: the page may redraw the cards between two WebDriver calls
+        return browser.execute_script(
+            "return [...document.querySelectorAll('#results .result .name')].map((e) => e.textContent)")
 
     wait.until(lambda d: len(names()) == 2)  # of every seed image, the two tagged red
     assert names() == keys[:2]
-    labels = browser.find_element(By.CSS_SELECTOR, "#results .result .labels")
-    assert [e.text for e in labels.find_elements(By.CSS_SELECTOR, "span")] == ["covers/", "color=red",
-                                                                              f"note={hostile}"]
+    labels = browser.execute_script("const list = document.querySelector('#results .result .labels');"
+                                    "return list && [...list.children].map((e) => e.textContent)")
+    assert labels == ["covers/", "color=red", f"note={hostile}"]
     assert browser.find_elements(By.CSS_SELECTOR, "#results .labels img") == []  # text, not markup
     browser.execute_script("document.getElementById('filters').scrollIntoView()")  # the box and the cards
     ARTIFACTS.mkdir(exist_ok=True)
