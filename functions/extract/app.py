@@ -127,7 +127,8 @@ def _apply(change: ObjectChange) -> ChangeOutcome:
     search = service.get()
     started = time.perf_counter()
     outcome = search.ingester.apply_change(change)
-    if outcome.action in OUTCOME_METRICS:  # "absent": a delete of what was never indexed
+    if outcome.action in OUTCOME_METRICS:  # not counted: "absent" (a delete of what was never indexed) and
+        # "not_indexed" (a tag change of an object that is not indexed)
         metrics.add_metric(name=OUTCOME_METRICS[outcome.action], unit=MetricUnit.Count, value=1)
     if outcome.action == "indexed":
         metrics.add_metric(name=names.INDEX_MS, unit=MetricUnit.Milliseconds,

@@ -34,7 +34,7 @@ class DownIndex(IndexBackend):
         raise BackendUnavailableError("index server unreachable (test)")
 
     ensure_index = delete_index = upsert = delete = get = count = search = entries = _down
-    descriptor_sets = set_vectors = _down
+    descriptor_sets = set_vectors = set_labels = copies = _down
 
     @property
     def whitenings(self):  # its whitening store is as unreachable as the rest
@@ -51,7 +51,7 @@ class BrokenIndex(DownIndex):
         raise RuntimeError("secret internal detail")
 
     ensure_index = delete_index = upsert = delete = get = count = search = entries = _down
-    descriptor_sets = set_vectors = _down
+    descriptor_sets = set_vectors = set_labels = copies = _down
 
 
 @pytest.fixture(scope="module")

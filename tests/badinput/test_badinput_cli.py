@@ -73,8 +73,8 @@ def test_the_text_report_lists_each_skipped_file_again_and_exits_0(runs):
     third = runs["third"]
     assert third.returncode == 0, third.stderr[-3000:]
     lines = third.stdout.splitlines()
-    assert lines[0].startswith(f"indexed 0, unchanged {1 + report(runs['second'])['indexed']}, deleted 0, "
-                               f"failed {len(report(runs['second'])['failed'])};")
+    assert lines[0].startswith(f"indexed 0, relabelled 0, unchanged {1 + report(runs['second'])['indexed']}, "
+                               f"deleted 0, failed {len(report(runs['second'])['failed'])};")
     for case in REJECTED:
         assert any(line.startswith(f"  failed: {case.key}: ") for line in lines[1:]), case.key
 

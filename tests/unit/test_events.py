@@ -70,3 +70,13 @@ def test_localstack_notifications_decode_percent_twenty(name, removal):
 def test_unrecognised_payloads_are_permanent_errors(payload):
     with pytest.raises(UnrecognisedEventError):
         parse_notification(payload)
+
+
+@pytest.mark.parametrize("name, tag_change, removal", [
+    ("ObjectTagging:Put", True, False), ("ObjectTagging:Delete", True, False),
+    ("ObjectCreated:PutTagging", True, False), ("ObjectCreated:DeleteTagging", True, False),  # MinIO
+    ("Object Tags Added", True, False), ("Object Tags Deleted", True, False),  # EventBridge
+    ("ObjectCreated:Put", False, False), ("ObjectRemoved:Delete", False, True), ("Object Deleted", False, True)])
+def test_tag_changes_are_told_apart_from_creations_and_removals(name, tag_change, removal):
+    change = ObjectChange(bucket="images", key="a.jpg", event_name=name)
+    assert (change.is_tag_change, change.is_removal) == (tag_change, removal)

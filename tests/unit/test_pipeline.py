@@ -63,6 +63,22 @@ def test_documents_indexed_before_labels_were_kept_get_them_from_the_next_sync(w
     assert [hit.key for hit in hits] == ["cats/red.png"] and hits[0].folder == "cats/"
 
 
+def test_a_tag_change_concerns_indexed_images_only(world):
+    """A bad file's tag change is not rejected a second time; an indexed image's is looked at (labels only)."""
+    from imgsearch.events import ObjectChange
+
+    folder, search, embedder = world
+    folder.put("bad.png", b"garbage")
+    folder.put("red.png", png((255, 0, 0)))
+    sync(search, folder, "red.png")
+
+    def tagged(key):
+        return search.ingester.apply_change(ObjectChange(bucket=folder.bucket, key=key, event_name="ObjectTagging:Put"))
+
+    assert tagged("bad.png").action == "not_indexed"
+    assert tagged("red.png").action == "unchanged" and embedder.embedded == 1
+
+
 def test_overwriting_an_image_with_garbage_drops_its_stale_vector_only(world):
     folder, search, _ = world
     folder.put("a.png", png((255, 0, 0)))

@@ -34,6 +34,12 @@ class ObjectChange:
     event_time: str | None = None
 
     @property
+    def is_tag_change(self) -> bool:
+        """S3 "ObjectTagging:Put/Delete", MinIO "ObjectCreated:PutTagging/DeleteTagging", EventBridge "Object Tags
+        Added/Deleted"."""
+        return "Tagging" in self.event_name or self.event_name.startswith("Object Tags")
+
+    @property
     def is_removal(self) -> bool:
         # EventBridge says "Object Deleted" for a removal and "Object Tags Deleted" for a tag change
         return "Removed" in self.event_name or self.event_name == "Object Deleted"

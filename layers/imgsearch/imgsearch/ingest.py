@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ChangeOutcome:
-    action: str  # "indexed" | "relabelled" | "unchanged" | "deleted" | "absent"
+    action: str  # "indexed" | "relabelled" | "unchanged" | "deleted" | "absent" | "not_indexed" (a tag change)
     bucket: str
     key: str
     doc_id: str
@@ -61,8 +61,13 @@ class Ingester:
         self.storages, self.whitening = storages, whitening
 
     def apply_change(self, change: ObjectChange) -> ChangeOutcome:
-        """Bring the index in line with the object an event names. Raises PermanentError for a bad image."""
-        return self.sync_object(self.storages.get(change.bucket), change.key)
+        """Bring the index in line with the object an event names. Raises PermanentError for a bad image. A tag
+        change only concerns an indexed image: of any other object (a bad file, one whose creation is still on
+        its way) it is "not_indexed", neither indexed nor rejected a second time."""
+        storage = self.storages.get(change.bucket)
+        if change.is_tag_change and self.index.get(doc_id(storage.bucket, change.key), with_vector=False) is None:
+            return ChangeOutcome("not_indexed", storage.bucket, change.key, doc_id(storage.bucket, change.key))
+        return self.sync_object(storage, change.key)
 
     def sync_object(self, storage: Storage, key: str) -> ChangeOutcome:
         did = doc_id(storage.bucket, key)
