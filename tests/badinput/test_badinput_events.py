@@ -82,7 +82,7 @@ def run(tmp_path_factory, embedder, weights_path, seed_paths):
             letters += [{name: a["StringValue"] for name, a in m.get("MessageAttributes", {}).items()}
                         for m in batch]
         yield {"bucket": bucket, "search": search, "first": first, "queued": queued, "second": second,
-               "before": before,                "letters": letters, "entries": {e.key: e for e in search.index.entries()}}
+               "before": before, "letters": letters, "entries": {e.key: e for e in search.index.entries()}}
     finally:
         service.reset()
         search.close()
