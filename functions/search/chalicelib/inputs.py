@@ -166,10 +166,12 @@ def search_options(fields: Mapping[str, Any], *, max_page_size: int) -> SearchOp
     """/search, /similar: min_score, min_confidence, page, page_size, mode, prefix, rerank, filter, collapse. Pages
     stop at max_page(max_page_size), a bound the OpenAPI document can state, so any page of any size stays inside
     the core's result window."""
+    min_score = number(fields, "min_score", -1.0, 1.0)  # errors are reported in the parameters' order
+    page, page_size = page_options(fields, max_page_size=max_page_size)
     return SearchOptions(
-        min_score=number(fields, "min_score", -1.0, 1.0),
-        page=integer(fields, "page", 1, max_page(max_page_size), default=1),
-        page_size=integer(fields, "page_size", 1, max_page_size, default=min(DEFAULT_PAGE_SIZE, max_page_size)),
+        min_score=min_score,
+        page=page,
+        page_size=page_size,
         mode=choice(fields, "mode", SEARCH_MODES),
         key_prefix=_text(fields.get("prefix")) or None,
         rerank=boolean(fields, "rerank"),
@@ -180,7 +182,7 @@ def search_options(fields: Mapping[str, Any], *, max_page_size: int) -> SearchOp
 
 
 def page_options(fields: Mapping[str, Any], *, max_page_size: int) -> tuple[int, int]:
-    """(page, page_size) of a listing, within the same bounds as a search's."""
+    """(page, page_size) of a search or a listing: pages stop at max_page(max_page_size)."""
     return (integer(fields, "page", 1, max_page(max_page_size), default=1),
             integer(fields, "page_size", 1, max_page_size, default=min(DEFAULT_PAGE_SIZE, max_page_size)))
 

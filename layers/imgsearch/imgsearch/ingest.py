@@ -64,18 +64,18 @@ class Ingester:
         """Bring the index in line with the object an event names. Raises PermanentError for a bad image. A tag
         change only concerns an indexed image: of any other object (a bad file, one whose creation is still on
         its way) it is "not_indexed", neither indexed nor rejected a second time."""
-        storage = self.storages.get(change.bucket)
-        if change.is_tag_change and self.index.get(doc_id(storage.bucket, change.key), with_vector=False) is None:
-            return ChangeOutcome("not_indexed", storage.bucket, change.key, doc_id(storage.bucket, change.key))
-        return self.sync_object(storage, change.key)
+        return self.sync_object(self.storages.get(change.bucket), change.key, indexed_only=change.is_tag_change)
 
-    def sync_object(self, storage: Storage, key: str) -> ChangeOutcome:
+    def sync_object(self, storage: Storage, key: str, *, indexed_only: bool = False) -> ChangeOutcome:
+        """indexed_only: leave an object that is not indexed alone ("not_indexed")."""
         did = doc_id(storage.bucket, key)
         current = storage.head(key)
         if current is None:
             removed = self.index.delete([did])
             return ChangeOutcome("deleted" if removed else "absent", storage.bucket, key, did)
         existing = self.index.get(did, with_vector=False)
+        if existing is None and indexed_only:
+            return ChangeOutcome("not_indexed", storage.bucket, key, did)
         labels = read_labels(storage, current)
         if existing is not None and _unchanged(existing, current, self.embedder.model_id):
             if existing.has_labels(labels):
@@ -149,8 +149,8 @@ class Ingester:
                 updates.append((did, read_labels(storage, obj)))
             except (PermanentError, NotFoundError) as exc:
                 report.failed.append((obj.key, str(exc)))
-        for start in range(0, len(updates), 200):
-            self.index.set_labels(updates[start:start + 200])
+        if updates:
+            self.index.set_labels(updates)  # the backends write in chunks themselves
         report.relabelled += len(updates)
 
     def _read_and_decode(self, storage: Storage, obj: StoredObject) -> DecodedImage:

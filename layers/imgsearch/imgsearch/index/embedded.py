@@ -19,7 +19,7 @@ from ..errors import BackendUnavailableError, IncompatibleIndexError
 from ..labels import Filter, Labels
 from ..whitening import Whitening
 from .base import IndexBackend, IndexEntry, ScoredDocument, SearchPage, SearchRequest
-from .document import FIELDS, JSON_FIELDS, META_FIELDS, ImageDocument, sql_columns
+from .document import FIELDS, JSON_FIELDS, LABEL_FIELDS, META_FIELDS, ImageDocument, sql_columns
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -101,7 +101,7 @@ class EmbeddedIndex(IndexBackend):
         rows = []
         for doc in documents:
             vector = self.checked_vector(doc)
-            rows.append((doc.doc_id, *(vector.tobytes() if f.name == "vector" else _to_column(doc, f.name)
+            rows.append((doc.doc_id, *(vector.tobytes() if f.name == "vector" else _column(f.name, getattr(doc, f.name))
                                        for f in FIELDS)))
         if not rows:
             return
@@ -119,11 +119,11 @@ class EmbeddedIndex(IndexBackend):
             self._writes += 1
 
     def set_labels(self, updates: Sequence[tuple[str, Labels]]) -> None:
-        rows = [(labels.folder, json.dumps(labels.tags), json.dumps(labels.user_metadata), did)
-                for did, labels in updates]
+        rows = [(*(_column(name, getattr(labels, name)) for name in LABEL_FIELDS), did) for did, labels in updates]
+        columns = ", ".join(f"{name} = ?" for name in LABEL_FIELDS)
         with self._lock, self._conn() as db:
             db.execute("BEGIN IMMEDIATE")
-            db.executemany("UPDATE documents SET folder = ?, tags = ?, user_metadata = ? WHERE doc_id = ?", rows)
+            db.executemany(f"UPDATE documents SET {columns} WHERE doc_id = ?", rows)
             self._writes += 1
 
     def copies(self) -> Iterator[ImageDocument]:
@@ -256,8 +256,8 @@ def _page_of(request: SearchRequest, ids: np.ndarray, keys: np.ndarray, scores: 
     return order[request.offset:end], int(keep.sum())
 
 
-def _to_column(doc: ImageDocument, name: str):
-    value = getattr(doc, name)
+def _column(name: str, value):
+    """A field's value as its SQLite column holds it (dicts as JSON text)."""
     return json.dumps(value) if name in JSON_FIELDS and value is not None else value
 
 
