@@ -60,9 +60,10 @@ def reencoded_copy(path: Path, *, quality: int = 70, scale: float = 0.5, crop: f
         return out.getvalue()
 
 
-def make_bucket_with_queue(endpoint: str, bucket: str) -> dict:
+def make_bucket_with_queue(endpoint: str, bucket: str, *, tag_changes: bool = True) -> dict:
     """Bucket -> queue notifications with a dead-letter queue, made through the S3 and SQS APIs by the same
-    code users run (localstack/setup_resources.py)."""
+    code users run (localstack/setup_resources.py). tag_changes=False: creations and removals only, for tests
+    that count messages (moto's put_object also sends an ObjectTagging:Put, which S3 does not)."""
     import sys
 
     sys.path.insert(0, str(REPO / "localstack"))
@@ -71,7 +72,16 @@ def make_bucket_with_queue(endpoint: str, bucket: str) -> dict:
     s3 = boto3.client("s3", endpoint_url=endpoint)
     sqs = boto3.client("sqs", endpoint_url=endpoint)
     made = create_resources(s3, sqs, bucket, queue=f"{bucket}-events", dead_letter_queue=f"{bucket}-dlq")
+    if not tag_changes:
+        without_tag_changes(s3, sqs, bucket, made["IMGSEARCH_QUEUE_URL"])
     return {"s3": s3, "sqs": sqs, "queue": made["IMGSEARCH_QUEUE_URL"], "dlq": made["IMGSEARCH_DEAD_LETTER_QUEUE_URL"]}
+
+
+def without_tag_changes(s3, sqs, bucket: str, queue_url: str) -> None:
+    """The bucket notifies the queue of creations and removals only (setup_resources.EVENTS)."""
+    from setup_resources import EVENTS, ensure_notification, queue_arn
+
+    ensure_notification(s3, bucket, queue_arn(sqs, queue_url), EVENTS)
 
 
 class ColourEmbedder:
