@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from .embedder import Embedder
 
 COLLAPSE_WINDOW = 4  # collapse=true ranks this many times the hits a page needs, then keeps one per group
+# OpenCV finds a query photo's local features while the network describes it: both release the GIL
+_BESIDE_THE_NETWORK = ThreadPoolExecutor(max_workers=2, thread_name_prefix="query-features")
 
 
 @dataclass(frozen=True)
@@ -84,9 +87,10 @@ class Searcher:
         started = time.perf_counter()
         image = decode_image(data, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_pixels,
                              draft_size=224).image
+        features = _BESIDE_THE_NETWORK.submit(local_features.extract, image) if self._reranks(options) else None
         vectors = self.whitening.current_whitening().apply(self.embedder.embed_query(image))  # (1 + R, 512)
-        return self._search(vectors, options, started, query_features=lambda: local_features.extract(image),
-                            exclude_ids=exclude_ids)
+        return self._search(vectors, options, started, exclude_ids=exclude_ids,
+                            query_features=features.result if features else lambda: local_features.extract(image))
 
     def similar_to(self, bucket: str, key: str, options: SearchOptions = SearchOptions()) -> SearchResults:
         """More like an already indexed image, without uploading it again; the image itself is left out."""
@@ -155,10 +159,7 @@ class Searcher:
         request = SearchRequest(vector=vector, min_score=options.min_score, page=options.page,
                                 page_size=options.page_size, mode=options.mode or self.settings.search_mode,
                                 key_prefix=options.key_prefix, exclude_ids=exclude_ids, filters=options.filters)
-        rerank = self.settings.rerank if options.rerank is None else options.rerank
-        if options.min_confidence is not None:  # only verified hits have a confidence: asking for one verifies
-            rerank = True
-        if not rerank:
+        if not self._reranks(options):
             found = self.index.search(request)
             hits, total = [self._hit(hit) for hit in found.hits], found.total
         # A bar at or below UNVERIFIED_MAX filters nothing (every hit reaches it); above it, only verified can.
@@ -173,6 +174,11 @@ class Searcher:
             hits, total = self._reranked(request, query_features())
         return SearchResults(hits=tuple(hits), total=total, page=request.page, page_size=request.page_size,
                              took_ms=(time.perf_counter() - started) * 1000)
+
+    def _reranks(self, options: SearchOptions) -> bool:
+        if options.min_confidence is not None:  # only verified hits have a confidence: asking for one verifies
+            return True
+        return self.settings.rerank if options.rerank is None else options.rerank
 
     def _reranked(self, request: SearchRequest, query, *, min_confidence: float = 0.0) -> tuple[list[Hit], int]:
         """Verify the best `rerank_depth` candidates geometrically and order them by confidence; the page is then
