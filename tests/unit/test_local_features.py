@@ -93,3 +93,19 @@ def test_blank_images_have_no_features_and_verify_nothing():
     blank = lf.extract(Image.new("RGB", (300, 300), (128, 128, 128)))
     assert len(blank) == 0
     assert lf.inliers(blank, [blank]) == [0]
+
+
+def test_matches_spanning_too_little_of_the_query_skip_ransac_when_asked():
+    """min_query_spread (the copy check's) drops a candidate whose matches cover a corner of the query only: its
+    inliers, a subset of them, could not cover more. A candidate matched all over is verified as without it."""
+    rng = np.random.default_rng(2)
+    xy = rng.uniform(0, 400, (200, 2)).astype(np.float32)
+    descriptors = rng.integers(0, 256, (200, 128)).astype(np.uint8)
+    query = lf.LocalFeatures(xy, descriptors)
+    corner = xy[:, 0] < 100  # a quarter of the query's width: its keypoints are all the corner candidate shares
+    partial = lf.LocalFeatures(xy[corner] * 1.5 + 10, descriptors[corner])
+    whole = lf.LocalFeatures(xy * 1.5 + 10, descriptors)
+    assert [m.inliers >= 15 for m in lf.verify(query, [partial, whole])] == [True, True]
+    skipped, kept = lf.verify(query, [partial, whole], min_query_spread=0.6)
+    assert skipped.inliers == 0 and skipped.matches == corner.sum() and skipped.homography is None
+    assert kept.inliers == len(xy) and kept.query_spread > 0.99

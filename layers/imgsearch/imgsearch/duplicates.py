@@ -75,7 +75,9 @@ def find_original(index: IndexBackend, document: ImageDocument, features: LocalF
     candidates = [(hit.document, local_features.decode(hit.document.local_features), hit.score) for hit in nearest]
     candidates += [(other, other_features, float(document.vector @ other.vector)) for other, other_features in beside
                    if other.doc_id != document.doc_id]
-    matches = local_features.verify(features, [found for _, found, _ in candidates], min_matches=min_inliers)
+    candidates = sorted(candidates, key=lambda c: -c[2])[:SHORTLIST]  # the nearest, indexed or of the batch
+    matches = local_features.verify(features, [found for _, found, _ in candidates], min_matches=min_inliers,
+                                    min_query_spread=MIN_SPREAD)
     for (candidate, _, cosine), match in zip(candidates, matches):
         if same_picture(match, min_inliers=min_inliers):
             root = candidate.duplicate_of or {"id": candidate.doc_id, "bucket": candidate.bucket,

@@ -102,12 +102,14 @@ def outline_in_pixels(outline: np.ndarray, width: int, height: int) -> tuple[tup
     return tuple((round(float(x) / factor, 1), round(float(y) / factor, 1)) for x, y in outline)
 
 
-def verify(query: LocalFeatures, candidates: list[LocalFeatures | None], *, min_matches: int = 4) -> list[Match]:
+def verify(query: LocalFeatures, candidates: list[LocalFeatures | None], *, min_matches: int = 4,
+           min_query_spread: float = 0.0) -> list[Match]:
     """For each candidate, the ratio-test matches and those that agree on one RANSAC homography (NO_MATCH for
     None).
 
     All descriptor matching is one matrix product: rows are unit length, so squared distance = 2 - 2 cos.
-    Candidates with fewer than min_matches matches skip RANSAC, the expensive part: they could not pass anyway.
+    Candidates with fewer than min_matches matches skip RANSAC, the expensive part: they could not pass anyway;
+    so do those whose matches span less than min_query_spread of the query (the inliers, a subset, span less).
     """
     found = [NO_MATCH] * len(candidates)
     present = [(i, c) for i, c in enumerate(candidates) if c is not None and len(c) >= 2]
@@ -128,6 +130,9 @@ def verify(query: LocalFeatures, candidates: list[LocalFeatures | None], *, min_
         good = (2 - 2 * first) < RATIO ** 2 * (2 - 2 * second)  # Lowe's ratio test on squared distances
         matches = int(good.sum())
         if matches < max(4, min_matches):
+            found[i] = Match(matches=matches)
+            continue
+        if min_query_spread and _spread(query.xy[good], query.xy) < min_query_spread:
             found[i] = Match(matches=matches)
             continue
         source = query.xy[good].reshape(-1, 1, 2)  # (m, 1, 2)
