@@ -42,6 +42,16 @@ def _cv2():
     return cv2
 
 
+def preload() -> None:
+    """Import OpenCV now, in the thread that builds the service. First imported by the thread that extracts beside
+    the network, it made ingest 25% slower, with 25 ms more CPU per image (docs/benchmarks.md). If it is missing,
+    its first use says so."""
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        pass
+
+
 def extract(image: Image.Image) -> LocalFeatures:
     """RootSIFT keypoints of an RGB image (L1-normalised SIFT, square-rooted, scaled into uint8)."""
     cv2 = _cv2()

@@ -86,7 +86,10 @@ class OpenVinoTrunk:
         except ImportError:
             raise WeightsError("IMGSEARCH_PRECISION=int8 needs OpenVINO: pip install 'imgsearch[model]', or set "
                                "IMGSEARCH_PRECISION=fp32") from None
-        compiled = ov.Core().compile_model(str(model_path), "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+        # Unpinned: OpenCV extracts local features beside the network, and pinned threads cannot move off a core
+        # it holds (ingest 8% faster, the network alone as fast: docs/benchmarks.md).
+        compiled = ov.Core().compile_model(str(model_path), "CPU", {"PERFORMANCE_HINT": "LATENCY",
+                                                                      "ENABLE_CPU_PINNING": False})
         self._request = compiled.create_infer_request()
         self._lock = threading.Lock()  # one infer request: calls from several threads take turns
 

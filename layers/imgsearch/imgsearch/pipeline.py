@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from . import local_features
 from .backlog import ingest_backlog
 from .config import Settings
 from .errors import ImgSearchError
@@ -33,6 +34,8 @@ class ImageSearch:
             from .embedder import Embedder  # the network runtime: loaded by the processes that embed, when they start
 
             embedder = Embedder.from_settings(settings)
+        if settings.rerank:
+            local_features.preload()
         self.settings = settings
         self.embedder = embedder
         self.index = index or open_index(settings, model_id=embedder.model_id, dim=embedder.dim)
