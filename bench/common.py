@@ -26,6 +26,12 @@ def load() -> str:
     return " ".join(open("/proc/loadavg").read().split()[:3])
 
 
+def p95(values: list[float]) -> float:
+    """The 95th percentile, nearest rank (no interpolation: one of the values)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
 def write_json(name: str, data: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / name

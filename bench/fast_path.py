@@ -31,7 +31,7 @@ from pathlib import Path
 
 import requests
 
-from common import COVERS, REPO, WEIGHTS, load, machine, table, write_json
+from common import COVERS, REPO, WEIGHTS, load, machine, p95, table, write_json
 
 sys.path.insert(0, str(REPO / "tests"))
 from servers import free_port, wait_for  # noqa: E402  (the tests' helpers for local servers)
@@ -63,11 +63,6 @@ def environment(root: Path, precision: str | None, data_dir: Path, es_url: str |
 def cpu_ms(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
-def p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
 def queries(n: int) -> list[tuple[Path, str]]:

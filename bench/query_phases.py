@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import COVERS, load, machine, table
+from common import COVERS, load, machine, p95, table
 from imgsearch import local_features
 from imgsearch.config import Settings
 from imgsearch.embedder import DOCUMENT_LEVELS, QUERY_LEVELS, QUERY_SIZES, raw_vector, region_maxima
@@ -25,11 +25,6 @@ from imgsearch.images import decode_image
 from imgsearch.index import SearchRequest
 from imgsearch.pipeline import ImageSearch
 from imgsearch.storage import FolderStorage
-
-
-def p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
 def main() -> None:

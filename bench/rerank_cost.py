@@ -15,17 +15,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import p95
 from imgsearch.config import Settings
 from imgsearch.options import SearchOptions
 from imgsearch.pipeline import ImageSearch
 from imgsearch.storage import FolderStorage
 
 DATASET = Path(__file__).resolve().parents[2] / "shared/datasets/smvs_dvd_covers"
-
-
-def p95(values):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
 def main() -> None:

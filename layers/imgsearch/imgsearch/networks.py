@@ -3,7 +3,7 @@
 
 - `fp32`: TensorFlow/Keras, the reference path (the design's model; tests compare the other against it).
 - `int8`: OpenVINO running the same weights quantised post-training by NNCF (`imgsearch build-model`, a build
-  step: the converted model is an artefact made from the weights file, never committed). It is about 5x
+  step: the converted model is an artefact made from the weights file, never committed). It is about 4.5x
   faster than TensorFlow on 2-core AVX-512 VNNI CPUs and 2.3x on AVX2-only ones (docs/benchmarks.md), and it
   never imports TensorFlow, so a cold start skips TensorFlow's 3-5 s import. Its descriptors agree with fp32 at cosine >= 0.99 (tests/model, docs/).
 """
@@ -86,8 +86,8 @@ class OpenVinoTrunk:
         except ImportError:
             raise WeightsError("IMGSEARCH_PRECISION=int8 needs OpenVINO: pip install 'imgsearch[model]', or set "
                                "IMGSEARCH_PRECISION=fp32") from None
-        # Unpinned: OpenCV extracts local features beside the network, and pinned threads cannot move off a core
-        # it holds (ingest 8% faster, the network alone as fast: docs/benchmarks.md).
+        # Unpinned: OpenCV extracts local features beside the network, and a pinned thread cannot move off the core
+        # OpenCV holds (ingest 8% faster; the network alone is as fast either way: docs/benchmarks.md).
         compiled = ov.Core().compile_model(str(model_path), "CPU", {"PERFORMANCE_HINT": "LATENCY",
                                                                       "ENABLE_CPU_PINNING": False})
         self._request = compiled.create_infer_request()
