@@ -10,12 +10,13 @@ one after the other here; the service may overlap some of them).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 from common import COVERS, load, machine, p95, table
 from imgsearch import local_features
@@ -57,10 +58,12 @@ def main() -> None:
             image = timed("decode", lambda: decode_image(data, max_bytes=settings.max_image_bytes,
                                                          max_pixels=settings.max_pixels, draft_size=224).image)
             own = timed("network 224x224", lambda: embedder.feature_maps([image], "sq224")[0])
-            close = timed(f"network longer side {QUERY_SIZES[0]}", lambda: embedder.feature_maps([image], QUERY_SIZES[0])[0])
+            close = timed(f"network longer side {QUERY_SIZES[0]}",
+                          lambda: embedder.feature_maps([image], QUERY_SIZES[0])[0])
+            # what Embedder.embed_query does after its two passes, then the whitening
             regions = timed("R-MAC pooling + whitening", lambda: service.whitening.current_whitening().apply(
-                __import__("numpy").concatenate([raw_vector([region_maxima(own, DOCUMENT_LEVELS)])[None],
-                                                 region_maxima(close, QUERY_LEVELS)])))
+                np.concatenate([raw_vector([region_maxima(own, DOCUMENT_LEVELS)])[None],
+                                region_maxima(close, QUERY_LEVELS)])))
             query = timed("RootSIFT of the photo", lambda: local_features.extract(image))
             request = SearchRequest(vector=regions, min_score=None, page=1, page_size=settings.rerank_depth,
                                     mode=settings.search_mode, with_local_features=True)

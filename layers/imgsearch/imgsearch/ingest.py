@@ -10,7 +10,6 @@ The whitening's upkeep is not done here: callers run upkeep.WhiteningUpkeep.afte
 from __future__ import annotations
 
 import dataclasses
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
@@ -162,8 +161,7 @@ class Ingester:
 
     def _documents(self, objects: list[StoredObject], decoded: list[DecodedImage],
                    labels: list[Labels]) -> list[ImageDocument]:
-        # OpenCV extracts the local features while the network runs: both release the GIL (docs/benchmarks.md)
-        extracted = _BESIDE_THE_NETWORK.submit(lambda: [self._local_features(d) for d in decoded])
+        extracted = local_features.BESIDE_THE_NETWORK.submit(lambda: [self._local_features(d) for d in decoded])
         described = self.embedder.describe([d.image for d in decoded])
         whitening = self.whitening.current_whitening()
         vectors = whitening.apply(np.stack([d.raw for d in described]))  # (n, 512)
@@ -206,9 +204,6 @@ class Ingester:
 
     def _local_features(self, decoded: DecodedImage) -> local_features.LocalFeatures | None:
         return local_features.extract(decoded.image) if self.settings.rerank else None
-
-
-_BESIDE_THE_NETWORK = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-features")
 
 
 def read_labels(storage: Storage, obj: StoredObject) -> Labels:

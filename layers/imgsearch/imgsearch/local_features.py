@@ -9,6 +9,7 @@ the best global candidates are verified: descriptor matches (Lowe's ratio test) 
 from __future__ import annotations
 
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,8 @@ NFEATURES = 500  # ~66 KB per document
 RATIO = 0.8
 REPROJECTION_PX = 8.0
 _MAGIC = b"LF1"  # format marker: blobs of another format are ignored, never misread
+# Ingest and search extract local features here while the network runs: OpenCV and OpenVINO both release the GIL
+BESIDE_THE_NETWORK = ThreadPoolExecutor(max_workers=2, thread_name_prefix="local-features")
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,8 @@ def _cv2():
 
 
 def preload() -> None:
-    """Import OpenCV now, in the thread that builds the service. First imported by the thread that extracts beside
-    the network, it made ingest 25% slower, with 25 ms more CPU per image (docs/benchmarks.md). If it is missing,
+    """Import OpenCV now, in the thread that builds the service. First imported by BESIDE_THE_NETWORK's thread, it
+    made ingest 25% slower, with 25 ms more CPU per image (docs/benchmarks.md). If it is missing,
     its first use says so."""
     try:
         import cv2  # noqa: F401

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -29,8 +28,6 @@ if TYPE_CHECKING:
     from .embedder import Embedder
 
 COLLAPSE_WINDOW = 4  # collapse=true ranks this many times the hits a page needs, then keeps one per group
-# OpenCV finds a query photo's local features while the network describes it: both release the GIL
-_BESIDE_THE_NETWORK = ThreadPoolExecutor(max_workers=2, thread_name_prefix="query-features")
 
 
 @dataclass(frozen=True)
@@ -87,7 +84,8 @@ class Searcher:
         started = time.perf_counter()
         image = decode_image(data, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_pixels,
                              draft_size=224).image
-        features = _BESIDE_THE_NETWORK.submit(local_features.extract, image) if self._reranks(options) else None
+        features = (local_features.BESIDE_THE_NETWORK.submit(local_features.extract, image) if self._reranks(options)
+                    else None)
         vectors = self.whitening.current_whitening().apply(self.embedder.embed_query(image))  # (1 + R, 512)
         return self._search(vectors, options, started, exclude_ids=exclude_ids,
                             query_features=features.result if features else lambda: local_features.extract(image))
